@@ -1,0 +1,1 @@
+"""Comptoir's command line and the glue that ties its parts together."""

@@ -1,0 +1,27 @@
+"""The `comptoir` command line: one group per area (keys, package, repo, demo, …).
+
+Commands parse their arguments, call one function of the core, and print. Errors of the core
+become a one-line message on stderr and exit status 1 (click's usage errors exit with 2);
+`--json` output is stable for scripts.
+"""
+
+from __future__ import annotations
+
+import click
+
+from comptoir.demo import demo
+from comptoir.keys import keys
+from comptoir.packages import package
+from comptoir.repo import repo
+
+
+@click.group()
+@click.version_option(package_name="comptoir")
+def main() -> None:
+    """Comptoir: self-service software for managed school workstations (WAPT packages)."""
+
+
+main.add_command(keys)
+main.add_command(package)
+main.add_command(repo)
+main.add_command(demo)

@@ -1,0 +1,265 @@
+"""`comptoir demo`: a demo repository of signed sample packages, built and verified end to end.
+
+It creates a demo certificate authority with a code-signing and a deployer certificate (keys
+encrypted with the demo passphrase), writes the sources of a few small school packages that
+really install something on Linux, builds and signs them, scans the repository into a
+`Packages` index, then loads that index back through full verification and prints the catalog.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from comptoir.common import fails_cleanly
+from wapt.control import PackageEntry, format_control
+from wapt.package import build_package, verify_package
+from wapt.repository import load_index, scan_repository
+from wapt.trust import (
+    KeySigner,
+    TrustStore,
+    load_certificate_file,
+    load_private_key,
+    new_ca,
+    new_signer,
+    save_certificate,
+    save_private_key,
+)
+
+#: demo only: the passphrase of the demo keys, unless COMPTOIR_KEY_PASSPHRASE says otherwise
+DEMO_PASSPHRASE = "comptoir-demo"  # noqa: S105 (published demo keys)
+
+SETUP_TEMPLATE = '''\
+# -*- coding: utf-8 -*-
+"""Demo package: copies files/ to $COMPTOIR_INSTALL_ROOT/<package>/ on Linux."""
+from setuphelpers import *  # noqa: F403 (every WAPT package starts so)
+import os
+import platform
+import shutil
+
+PACKAGE = {package!r}
+
+
+def _target():
+    root = os.environ.get("COMPTOIR_INSTALL_ROOT")
+    if platform.system() != "Linux" or not root:
+        return None
+    return os.path.join(root, PACKAGE)
+
+
+def install():
+    target = _target()
+    if target is None:
+        print("%s: nothing to do on this system" % PACKAGE)
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.isdir(target):
+        shutil.rmtree(target)
+    shutil.copytree(os.path.join(here, "files"), target)
+    print("%s: installed in %s" % (PACKAGE, target))
+
+
+def uninstall():
+    target = _target()
+    if target and os.path.isdir(target):
+        shutil.rmtree(target)
+        print("%s: removed from %s" % (PACKAGE, target))
+'''
+
+
+@dataclass(frozen=True)
+class DemoPackage:
+    package: str
+    version: str
+    name: str
+    description: str
+    description_fr: str
+    categories: str = ""
+    depends: str = ""
+    maturity: str = "PROD"
+    locale: str = ""
+    section: str = "base"
+    editor: str = "Comptoir demo"
+    files: dict[str, str] = field(default_factory=dict)
+
+    def control(self) -> PackageEntry:
+        entry = PackageEntry()
+        for key, value in (
+            ("package", self.package),
+            ("version", self.version),
+            ("architecture", "all"),
+            ("section", self.section),
+            ("priority", "optional"),
+            ("name", self.name),
+            ("categories", self.categories),
+            ("maintainer", "Comptoir <demo@comptoir.invalid>"),
+            ("description", self.description),
+            ("depends", self.depends),
+            ("maturity", self.maturity),
+            ("locale", self.locale),
+            ("target_os", "linux" if self.section == "base" else ""),
+            ("description_fr", self.description_fr),
+            ("editor", self.editor),
+            ("licence", "GPL-3.0-or-later"),
+        ):
+            entry[key] = value
+        return entry
+
+
+DEMO_PACKAGES = (
+    DemoPackage(
+        "demo-libcommun",
+        "1.0-1",
+        "Bibliothèque commune",
+        "Shared files used by the other demo applications.",
+        "Fichiers partagés par les autres applications de démonstration.",
+        categories="Système",
+        files={"LISEZMOI.txt": "Bibliothèque commune de démonstration.\n"},
+    ),
+    DemoPackage(
+        "demo-atlas",
+        "2.0-1",
+        "Atlas du monde",
+        "A small world atlas for geography lessons.",
+        "Un petit atlas du monde pour les cours de géographie.",
+        categories="Géographie,Histoire",
+        depends="demo-libcommun(>=1.0)",
+        files={"atlas.txt": "Paris, Berlin, Madrid, Rome, Lisbonne.\n"},
+    ),
+    DemoPackage(
+        "demo-atlas",
+        "2.1-1",
+        "Atlas du monde",
+        "A small world atlas for geography lessons (qualification).",
+        "Un petit atlas du monde pour les cours de géographie (en qualification).",
+        categories="Géographie,Histoire",
+        depends="demo-libcommun(>=1.0)",
+        maturity="PREPROD",
+        files={"atlas.txt": "Paris, Berlin, Madrid, Rome, Lisbonne, Athènes.\n"},
+    ),
+    DemoPackage(
+        "demo-dictionnaire",
+        "5.2-3",
+        "Dictionnaire français",
+        "A French dictionary for the classroom.",
+        "Un dictionnaire de français pour la classe.",
+        categories="Français",
+        locale="fr",
+        files={"mots.txt": "abricot\nbibliothèque\ncahier\n"},
+    ),
+    DemoPackage(
+        "demo-chronometre",
+        "1.4-2",
+        "Chronomètre de classe",
+        "A big classroom timer.",
+        "Un grand chronomètre pour la classe.",
+        categories="Outils",
+        files={"chronometre.sh": "#!/bin/sh\necho 'Chronomètre : 00:00'\n"},
+    ),
+    DemoPackage(
+        "demo-salle-101",
+        "1-1",
+        "Salle 101",
+        "Software of room 101.",
+        "Logiciels de la salle 101.",
+        section="group",
+        depends="demo-atlas,demo-chronometre",
+    ),
+)
+
+
+def write_source(spec: DemoPackage, root: Path) -> Path:
+    """Write the source directory of one demo package; return it."""
+    source = root / f"{spec.package}_{spec.version}_{spec.maturity}"
+    if source.exists():
+        shutil.rmtree(source)
+    (source / "WAPT").mkdir(parents=True)
+    (source / "WAPT" / "control").write_text(format_control(spec.control()), "utf-8")
+    if spec.section == "base":
+        (source / "setup.py").write_text(SETUP_TEMPLATE.format(package=spec.package), "utf-8")
+        (source / "files").mkdir()
+        for name, text in spec.files.items():
+            (source / "files" / name).write_text(text, "utf-8")
+    return source
+
+
+def ensure_demo_pki(pki: Path, passphrase: bytes) -> tuple[KeySigner, KeySigner, Path]:
+    """The demo authority and its two signers, created on first use; returns the CA path."""
+    pki.mkdir(parents=True, exist_ok=True)
+    ca_cert = pki / "ca.crt"
+    if not ca_cert.exists():
+        ca_key, ca = new_ca("Comptoir Demo CA", organization="Comptoir demo", country="FR")
+        save_private_key(ca_key, pki / "ca.key", passphrase, overwrite=True)
+        save_certificate([ca], ca_cert, overwrite=True)
+        for stem, cn, code_signing in (
+            ("codesign", "Comptoir Demo Packager", True),
+            ("deployer", "Comptoir Demo Deployer", False),
+        ):
+            key, cert = new_signer(
+                ca_key, ca, cn, code_signing=code_signing, organization="Comptoir demo"
+            )
+            save_private_key(key, pki / f"{stem}.key", passphrase, overwrite=True)
+            save_certificate([cert, ca], pki / f"{stem}.crt", overwrite=True)
+    packager, deployer = (
+        KeySigner(
+            load_private_key(pki / f"{stem}.key", passphrase),
+            load_certificate_file(pki / f"{stem}.crt"),
+        )
+        for stem in ("codesign", "deployer")
+    )
+    return packager, deployer, ca_cert
+
+
+def build_demo_repository(root: Path, passphrase: bytes) -> tuple[Path, Path]:
+    """Build the demo PKI, sources and repository under `root`; return (repo, trusted CA)."""
+    packager, deployer, ca_cert = ensure_demo_pki(root / "pki", passphrase)
+    repo = root / "repo"
+    repo.mkdir(parents=True, exist_ok=True)
+    for old in repo.glob("*.wapt"):
+        old.unlink()
+    for spec in DEMO_PACKAGES:
+        source = write_source(spec, root / "src")
+        signer = packager if spec.section == "base" else deployer
+        build_package(source, signer, repo, overwrite=True)
+    scan_repository(repo, force=True)
+    return repo, ca_cert
+
+
+@click.command()
+@click.option(
+    "--to",
+    "root",
+    default="build/demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to put the demo PKI, sources and repository.",
+)
+@fails_cleanly
+def demo(root: Path) -> None:
+    """Build a demo repository of signed sample packages and print its verified catalog."""
+    passphrase = os.environ.get("COMPTOIR_KEY_PASSPHRASE", DEMO_PASSPHRASE).encode("utf-8")
+    repo, ca_cert = build_demo_repository(root, passphrase)
+    trust = TrustStore.from_path(ca_cert)
+    for path in sorted(repo.glob("*.wapt")):
+        verify_package(path, trust)
+    index = load_index(repo, trust)
+    click.echo(f"Demo repository: {repo.resolve()}")
+    click.echo(f"Trusted authority: {ca_cert.resolve()}")
+    click.echo("")
+    click.echo(f"{'package':<20} {'version':<8} {'maturity':<8} {'section':<8} name")
+    for entry in sorted(index.entries, key=lambda e: (e.package, e.version)):
+        click.echo(
+            f"{entry.package:<20} {entry.version:<8} {entry.maturity:<8} {entry.section:<8} "
+            f"{entry.name}"
+        )
+    click.echo("")
+    click.echo(
+        f"{len(index.entries)} packages verified (signatures, certificates, every file), "
+        f"{len(index.discarded)} discarded."
+    )
+    for d in index.discarded:
+        click.echo(f"DISCARDED {d.entry.filename}: {d.reason}", err=True)
