@@ -37,9 +37,7 @@ def test_corpus_is_complete() -> None:
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=lambda c: c["file"])
-def test_hostile_package_is_refused_for_its_reason(
-    case: dict[str, Any], trust: TrustStore
-) -> None:
+def test_hostile_package_is_refused_for_its_reason(case: dict[str, Any], trust: TrustStore) -> None:
     path = HOSTILE / case["file"]
     if case["expect"] is None:
         verify_package(path, trust)
@@ -51,9 +49,7 @@ def test_hostile_package_is_refused_for_its_reason(
     assert str(caught.value).startswith(case["file"] + ":")
 
 
-@pytest.mark.parametrize(
-    "case", [c for c in CORPUS if c["expect"]], ids=lambda c: c["file"]
-)
+@pytest.mark.parametrize("case", [c for c in CORPUS if c["expect"]], ids=lambda c: c["file"])
 def test_nothing_is_written_from_a_hostile_package(
     case: dict[str, Any], trust: TrustStore, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import zipfile
 from pathlib import Path
@@ -58,9 +59,9 @@ def _order(a: Any, b: Any) -> int:
 
 
 def test_expected_rows_are_loaded(expected: dict[str, Any]) -> None:
-    assert VERSION_ROWS == expected["version_comparisons"]
-    assert SET_PACKAGE_ROWS == expected["version_comparisons_of_set_packages"]
-    assert REQUEST_ROWS == expected["package_requests"]
+    assert expected["version_comparisons"] == VERSION_ROWS
+    assert expected["version_comparisons_of_set_packages"] == SET_PACKAGE_ROWS
+    assert expected["package_requests"] == REQUEST_ROWS
     assert VERSION_ROWS
     assert SET_PACKAGE_ROWS
     assert REQUEST_ROWS
@@ -369,7 +370,7 @@ def test_compare_versions_is_transitive(a: str, b: str, c: str) -> None:
 @given(st.lists(wapt_versions, min_size=2, max_size=12))
 def test_sorting_by_version_key_agrees_with_compare_versions(versions: list[str]) -> None:
     ordered = sorted(versions, key=version_key)
-    for earlier, later in zip(ordered, ordered[1:], strict=False):
+    for earlier, later in itertools.pairwise(ordered):
         assert compare_versions(earlier, later) <= 0
     for a in versions:
         for b in versions:

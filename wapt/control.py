@@ -547,16 +547,16 @@ def _parse_lines(lines: list[str]) -> list[dict[str, str]]:
 
 
 def _line_number(lines: list[str], line: str) -> int:
-    """The number of `line`, an object of `lines`.
+    """The number of `line`, an object of `lines`, found by identity.
 
-    Found by identity: `str.split` makes a distinct object of every line except the empty and
-    one-character ones, which CPython shares; those can only fail as "no ':'" or "empty key",
-    so their first occurrence is the failing one and equality finds it.
+    `str.split` makes a distinct object of every line except the empty and one-character ones,
+    which CPython shares. Those can only fail as "no ':'" or "empty key", wherever they are, so
+    the first occurrence of the shared object is the failing line.
     """
     for index, candidate in enumerate(lines):
         if candidate is line:
             return index + 1
-    return lines.index(line) + 1
+    raise AssertionError("the failing line comes from lines")  # pragma: no cover
 
 
 def _parse_text(text: str, source: str) -> tuple[list[str], list[dict[str, FieldValue]]]:

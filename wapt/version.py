@@ -316,8 +316,10 @@ class PackageRequest:
             return f"version {self.version!r} without an operator"
         if self.operator not in OPERATORS:
             return f"unknown operator {self.operator!r} (expected one of {' '.join(OPERATORS)})"
-        if not self.version or any(char.isspace() or char in "()" for char in self.version):
+        if not self.version:
             return f"operator {self.operator!r} without a version"
+        if any(char.isspace() or char in "()" for char in self.version):
+            return f"bad version {self.version!r}"
         try:
             object.__setattr__(self, "_wanted", PackageVersion(self.version))
         except VersionError as e:
