@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from wapt.version import compare_versions
 
 from comptoir.common import emit_json, fails_cleanly, load_signer
 from wapt.control import format_control
 from wapt.errors import VerificationError, VersionError, WaptError
 from wapt.package import build_package, read_control, resign_package, verify_package
 from wapt.trust import TrustStore
+from wapt.version import compare_versions
 
 _trusted = click.option(
     "--trusted",

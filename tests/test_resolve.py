@@ -6,7 +6,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from wapt.version import PackageRequest
 
 from tests.helpers import PKI
 from wapt import errors
@@ -14,6 +13,7 @@ from wapt.control import PackageEntry
 from wapt.repository import load_index
 from wapt.resolve import HostProfile, best_candidate, resolve
 from wapt.trust import TrustStore
+from wapt.version import PackageRequest
 
 
 @pytest.fixture(scope="module")
