@@ -20,6 +20,7 @@ unchanged: such a value makes the control signature fail (§2.1, "round-trip tra
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -176,7 +177,13 @@ def _split_list(value: FieldValue) -> list[str]:
     """WAPT's `ensure_list` on a comma list: items stripped, empty ones dropped."""
     if isinstance(value, int):
         return [str(value)]
-    return [item for item in (part.strip() for part in value.split(",")) if item]
+    return list(_split_text(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _split_text(value: str) -> tuple[str, ...]:
+    # Cached: an index repeats the same `signed_attributes` line in every entry.
+    return tuple(item for item in (part.strip() for part in value.split(",")) if item)
 
 
 # --- typed views of fields -------------------------------------------------------------------

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import ssl
 import tempfile
 import urllib.error
 import urllib.parse
@@ -85,7 +86,7 @@ def _stamp(st: os.stat_result) -> tuple[int, int]:
 
 
 def _read_package_for_index(
-    path: Path, limits: ArchiveLimits
+    path: Path, limits: ArchiveLimits, chains: dict[bytes, list[Certificate]]
 ) -> tuple[PackageEntry, list[Certificate], bytes | None, str]:
     """Read one package's control, chain and icon (no trust decision), and its md5."""
     digest = hashlib.md5(usedforsecurity=False)
@@ -97,7 +98,10 @@ def _read_package_for_index(
         chain: list[Certificate] = []
         if CERTIFICATE in archive.members:
             pem = archive.read(CERTIFICATE, limits.max_metadata_size)
-            chain = load_certificates(pem, source=f"{path.name}:{CERTIFICATE}")
+            # Packages of a repository share a few signers: parse each chain once per scan.
+            if pem not in chains:
+                chains[pem] = load_certificates(pem, source=f"{path.name}:{CERTIFICATE}")
+            chain = chains[pem]
         icon = None
         if ICON in archive.members and archive.members[ICON].file_size <= MAX_ICON_SIZE:
             data = archive.read(ICON, MAX_ICON_SIZE)
@@ -185,12 +189,13 @@ def scan_repository(
             result.reused += 1
         else:
             to_read.append(name)
+    chains: dict[bytes, list[Certificate]] = {}
     for done, name in enumerate(to_read):
         if progress is not None:
             progress(done, len(to_read))
         path = repo_dir / name
         try:
-            entry, chain, icon, md5 = _read_package_for_index(path, limits)
+            entry, chain, icon, md5 = _read_package_for_index(path, limits, chains)
         except (WaptError, OSError) as e:
             error = e if isinstance(e, WaptError) else RepositoryError(f"{name}: {e}")
             result.skipped.append((name, error))
@@ -438,33 +443,47 @@ def index_url(location: str) -> str:
     return base if base.endswith("/" + INDEX_NAME) else f"{base}/{INDEX_NAME}"
 
 
+@dataclass(frozen=True)
+class FetchResult:
+    """An HTTP answer: `status` 200, or 304 when a conditional request found no change."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
 def fetch(
     url: str,
     *,
     timeout: float = 30.0,
     max_size: int = MAX_INDEX_SIZE,
     headers: dict[str, str] | None = None,
-) -> tuple[bytes, dict[str, str]]:
-    """GET `url` over HTTP(S) and return its body and response headers.
+    ca_file: Path | None = None,
+) -> FetchResult:
+    """GET `url` over HTTP(S). A 304 answer to a conditional request is returned as such.
 
     Raises:
         FetchError: connection failure, time-out, an error status, or a body over `max_size`.
     """
-    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (http(s) only)
     if not _is_url(url):
         raise FetchError(f"{url}: only http and https repositories are supported")
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (http(s) only)
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
             body = response.read(max_size + 1)
+            status = response.status
             response_headers = {k.lower(): v for k, v in response.headers.items()}
     except urllib.error.HTTPError as e:
+        if e.code == 304:
+            return FetchResult(304, b"", {k.lower(): v for k, v in e.headers.items()})
         raise FetchError(f"{url}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise FetchError(f"{url}: {reason}") from e
     if len(body) > max_size:
         raise FetchError(f"{url}: larger than {max_size} bytes")
-    return body, response_headers
+    return FetchResult(status, body, response_headers)
 
 
 def load_index(
@@ -484,10 +503,10 @@ def load_index(
     text = str(location)
     if _is_url(text):
         url = index_url(text)
-        data, headers = fetch(url, timeout=timeout)
-        index = read_index(data, trust, source=url, at=at)
-        index.last_modified = headers.get("last-modified")
-        index.etag = headers.get("etag")
+        answer = fetch(url, timeout=timeout)
+        index = read_index(answer.body, trust, source=url, at=at)
+        index.last_modified = answer.headers.get("last-modified")
+        index.etag = answer.headers.get("etag")
         return index
     path = Path(location)
     if path.is_dir():
