@@ -60,6 +60,17 @@ def load_signer(key: Path, cert: Path, passphrase_file: Path | None) -> KeySigne
         return KeySigner.from_files(key, cert, read_passphrase(passphrase_file))
 
 
+def with_options(options: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    """One decorator applying several click options, in the order they are listed."""
+
+    def decorate(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False))
 

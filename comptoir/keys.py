@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from comptoir.common import fails_cleanly, read_passphrase
+from comptoir.common import fails_cleanly, read_passphrase, with_options
 from wapt.errors import KeyFileError
 from wapt.trust import (
     KeySigner,
@@ -45,14 +47,23 @@ def keys() -> None:
     """Create keys and certificates (private keys are always encrypted at rest)."""
 
 
+def _certificate_options(what: str, days: int) -> Callable[[Any], Any]:
+    """The options naming a new certificate and where its key and certificate go."""
+    return with_options(
+        [
+            click.option("--cn", "common_name", required=True, help=f"Common name of the {what}."),
+            click.option("--org", "organization", default="", help="Organisation (O)."),
+            click.option("--country", default="", help="Two-letter country code (C)."),
+            click.option("--days", default=days, show_default=True, help="Validity in days."),
+            click.option("--key", "key_path", required=True, type=click.Path(path_type=Path)),
+            click.option("--cert", "cert_path", required=True, type=click.Path(path_type=Path)),
+            _passphrase_file,
+        ]
+    )
+
+
 @keys.command("new-ca")
-@click.option("--cn", "common_name", required=True, help="Common name of the authority.")
-@click.option("--org", "organization", default="", help="Organisation (O).")
-@click.option("--country", default="", help="Two-letter country code (C).")
-@click.option("--days", default=3650, show_default=True, help="Validity in days.")
-@click.option("--key", "key_path", required=True, type=click.Path(path_type=Path))
-@click.option("--cert", "cert_path", required=True, type=click.Path(path_type=Path))
-@_passphrase_file
+@_certificate_options("authority", 3650)
 @fails_cleanly
 def new_ca_command(
     common_name: str,
@@ -73,10 +84,7 @@ def new_ca_command(
 
 
 @keys.command("new-signer")
-@click.option("--cn", "common_name", required=True, help="Common name of the signer.")
-@click.option("--org", "organization", default="", help="Organisation (O).")
-@click.option("--country", default="", help="Two-letter country code (C).")
-@click.option("--days", default=1095, show_default=True, help="Validity in days.")
+@_certificate_options("signer", 1095)
 @click.option(
     "--code-signing/--deployer",
     default=True,
@@ -90,9 +98,6 @@ def new_ca_command(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="File holding the authority key's passphrase.",
 )
-@click.option("--key", "key_path", required=True, type=click.Path(path_type=Path))
-@click.option("--cert", "cert_path", required=True, type=click.Path(path_type=Path))
-@_passphrase_file
 @fails_cleanly
 def new_signer_command(
     common_name: str,

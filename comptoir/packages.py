@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from comptoir.common import emit_json, fails_cleanly, load_signer
+from comptoir.common import emit_json, fails_cleanly, load_signer, with_options
 from wapt.control import format_control
 from wapt.errors import VerificationError, VersionError, WaptError
 from wapt.package import build_package, read_control, resign_package, verify_package
@@ -36,10 +36,13 @@ _signer_options = [
 ]
 
 
-def _with_signer(func: Any) -> Any:
-    for option in reversed(_signer_options):
-        func = option(func)
-    return func
+_output_options = [
+    click.option("--to", "dest", required=True, type=click.Path(file_okay=False, path_type=Path)),
+    click.option("--overwrite", is_flag=True, help="Replace an existing file of the same name."),
+]
+
+_with_signer = with_options(_signer_options)
+_with_output = with_options(_output_options)
 
 
 @click.group()
@@ -50,9 +53,8 @@ def package() -> None:
 @package.command("build")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_with_signer
-@click.option("--to", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_with_output
 @click.option("--maturity", help="Set the maturity (DEV, PREPROD, PROD) before signing.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing file of the same name.")
 @fails_cleanly
 def build_command(
     source: Path,
@@ -75,9 +77,8 @@ def build_command(
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_with_signer
 @_trusted
-@click.option("--to", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_with_output
 @click.option("--maturity", help="New maturity, e.g. PROD for a promotion.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing file of the same name.")
 @fails_cleanly
 def sign_command(
     file: Path,
