@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from comptoir.agent import agent
 from comptoir.demo import demo
 from comptoir.keys import keys
 from comptoir.packages import package
@@ -21,6 +22,7 @@ def main() -> None:
     """Comptoir: self-service software for managed school workstations (WAPT packages)."""
 
 
+main.add_command(agent)
 main.add_command(keys)
 main.add_command(package)
 main.add_command(repo)

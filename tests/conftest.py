@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.ldap_fixture import ldap_server  # noqa: F401 (a shared fixture, used by name)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("COMPTOIR_SHARED", ROOT.parent / "shared"))
 WAPT_FIXTURES = SHARED / "fixtures" / "wapt-1.8.2"

@@ -17,7 +17,6 @@ import io
 import json
 import os
 import ssl
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,6 +39,7 @@ from wapt.errors import (
     VerificationError,
     WaptError,
 )
+from wapt.fsutil import write_atomic
 from wapt.package import (
     CERTIFICATE,
     ICON,
@@ -249,25 +249,6 @@ def _write_icon(repo_dir: Path, package_uuid: str, data: bytes) -> None:
     icons = repo_dir / ICONS_DIR
     icons.mkdir(exist_ok=True)
     write_atomic(icons / f"{package_uuid}.png", data)
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write `data` to `path` through a temporary file in the same directory, fsync, rename.
-
-    Raises:
-        OSError: the directory is not writable.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_index(

@@ -19,9 +19,7 @@ files. Private keys and passphrases never appear in a message or a `repr`.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -45,6 +43,7 @@ from wapt.errors import (
     TrustError,
     UntrustedCertificateError,
 )
+from wapt.fsutil import write_atomic
 
 __all__ = [
     "MAX_CHAIN_DEPTH",
@@ -855,60 +854,13 @@ def save_private_key(
 def _write_atomically(
     path: Path, data: bytes, *, mode: int, overwrite: bool, error: type[TrustError]
 ) -> None:
-    """Write through a temporary file in the same directory, fsync, then link or replace."""
-    if not overwrite and path.exists():
-        raise error(f"{path}: already exists, refusing to overwrite it")
+    """`fsutil.write_atomic`, its failures reported as `error` naming the file."""
     try:
-        fd, temporary_name = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-        )
-    except OSError as e:
-        raise error(f"{path}: cannot write: {e.strerror or e}") from e
-    temporary = Path(temporary_name)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            if hasattr(os, "fchmod"):
-                os.fchmod(stream.fileno(), mode)
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        if overwrite:
-            temporary.replace(path)
-        else:
-            _link_without_clobbering(temporary, path)
+        write_atomic(path, data, mode=mode, overwrite=overwrite)
     except FileExistsError as e:
         raise error(f"{path}: already exists, refusing to overwrite it") from e
     except OSError as e:
         raise error(f"{path}: cannot write: {e.strerror or e}") from e
-    finally:
-        temporary.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
-
-
-def _link_without_clobbering(source: Path, target: Path) -> None:
-    # A hard link fails if the target appeared meanwhile, where os.replace would clobber it.
-    try:
-        target.hardlink_to(source)
-    except FileExistsError:
-        raise
-    except OSError:
-        # File systems without hard links (FAT on a USB stick): check, then replace.
-        if target.exists():
-            raise FileExistsError(str(target)) from None
-        source.replace(target)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not possible on Windows; the rename is durable enough there
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- issuing certificates ------------------------------------------------------------------

@@ -1,0 +1,300 @@
+"""Where the agent gets packages: HTTP(S) repositories and directories (USB bundles).
+
+Every source gives a verified index (`wapt.repository.read_index` against the agent's own trust
+store, never one taken from the source) and fetches package files into the agent's cache. An
+HTTP source asks with `If-None-Match`/`If-Modified-Since`, keeps the last good index on disk,
+and falls back to it when the network is down, so a machine keeps working offline. Downloads
+resume where a cut left them and are checked against the size and MD5 of the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from agent_bridge.agent.config import RepositoryConfig
+from wapt.control import PackageEntry
+from wapt.errors import FetchError, WaptError
+from wapt.fsutil import write_atomic
+from wapt.repository import INDEX_NAME, Index, fetch, index_url, read_index
+from wapt.trust import TrustStore
+
+log = logging.getLogger("comptoir.agent.sources")
+
+CHUNK = 1024 * 1024
+Progress = Callable[[int, int], None]
+
+
+class SourceError(Exception):
+    """A source cannot give its index or a package; the message says which and why."""
+
+
+@dataclass
+class SourceIndex:
+    """A source's verified index, and whether it came from the network or the local cache."""
+
+    index: Index
+    from_cache: bool = False
+    warning: str | None = None
+
+
+class Source(Protocol):
+    name: str
+    location: str
+    maturities: tuple[str, ...] | None
+
+    def load_index(self, trust: TrustStore, *, at: datetime | None = None) -> SourceIndex: ...
+
+    def cached_index(self, trust: TrustStore) -> SourceIndex | None: ...
+
+    def fetch(self, entry: PackageEntry, progress: Progress | None = None) -> Path: ...
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "source"
+
+
+def _file_matches(path: Path, entry: PackageEntry) -> bool:
+    """Whether `path` has the size and MD5 the index gives for `entry`."""
+    try:
+        if path.stat().st_size != entry.size:
+            return False
+    except OSError:
+        return False
+    return _md5(path) == entry.md5sum.lower()
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_download(path: Path, entry: PackageEntry, where: str) -> None:
+    size = path.stat().st_size
+    if size != entry.size:
+        path.unlink(missing_ok=True)
+        raise SourceError(f"{where}: {size} bytes instead of the {entry.size} of the index")
+    if _md5(path) != entry.md5sum.lower():
+        path.unlink(missing_ok=True)
+        raise SourceError(f"{where}: MD5 differs from the index")
+
+
+class HttpSource:
+    """An HTTP(S) repository, with its last good index kept in `cache_dir`."""
+
+    def __init__(self, config: RepositoryConfig, cache_dir: Path) -> None:
+        assert config.url is not None
+        self.name = config.name
+        self.location = config.url.rstrip("/")
+        self.maturities = config.maturities
+        self.timeout = config.timeout
+        self.ca_file = config.ca_file
+        self.cache_dir = cache_dir
+        self.index_dir = cache_dir / "indexes" / _safe_name(config.name)
+
+    def load_index(self, trust: TrustStore, *, at: datetime | None = None) -> SourceIndex:
+        """The verified index: fresh if the network answers, else the cached copy.
+
+        Raises:
+            SourceError: no answer and no cached copy, or a malformed index.
+        """
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        cached = self.index_dir / INDEX_NAME
+        meta_path = self.index_dir / "meta.json"
+        meta = _read_meta(meta_path) if cached.exists() else {}
+        headers = {}
+        if meta.get("etag"):
+            headers["If-None-Match"] = meta["etag"]
+        if meta.get("last_modified"):
+            headers["If-Modified-Since"] = meta["last_modified"]
+        url = index_url(self.location)
+        try:
+            answer = fetch(url, timeout=self.timeout, headers=headers, ca_file=self.ca_file)
+        except FetchError as e:
+            if not cached.exists():
+                raise SourceError(f"{self.name}: {e}; no cached index to fall back on") from e
+            log.warning("%s: %s; using the cached index", self.name, e)
+            return self._from_cache(cached, trust, at, warning=f"offline: {e}")
+        if answer.status == 304:
+            return self._from_cache(cached, trust, at)
+        try:
+            index = read_index(answer.body, trust, source=url, at=at)
+        except WaptError as e:
+            raise SourceError(f"{self.name}: {e}") from e
+        write_atomic(cached, answer.body)
+        new_meta = {
+            "etag": answer.headers.get("etag"),
+            "last_modified": answer.headers.get("last-modified"),
+        }
+        write_atomic(meta_path, json.dumps(new_meta).encode("utf-8"))
+        index.etag, index.last_modified = new_meta["etag"], new_meta["last_modified"]
+        return SourceIndex(index)
+
+    def cached_index(self, trust: TrustStore) -> SourceIndex | None:
+        """The last good index kept on disk, without asking the network; None if none."""
+        cached = self.index_dir / INDEX_NAME
+        return self._from_cache(cached, trust, None) if cached.exists() else None
+
+    def _from_cache(
+        self, cached: Path, trust: TrustStore, at: datetime | None, *, warning: str | None = None
+    ) -> SourceIndex:
+        try:
+            index = read_index(cached.read_bytes(), trust, source=index_url(self.location), at=at)
+        except (OSError, WaptError) as e:
+            raise SourceError(f"{self.name}: cached index unreadable: {e}") from e
+        return SourceIndex(index, from_cache=True, warning=warning)
+
+    def fetch(self, entry: PackageEntry, progress: Progress | None = None) -> Path:
+        """Download `entry`'s file into the cache (or reuse it), resuming a cut download.
+
+        Raises:
+            SourceError: the server fails, or the file does not match the index.
+        """
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        dest = self.cache_dir / entry.filename
+        if _file_matches(dest, entry):
+            if progress:
+                progress(entry.size or 0, entry.size or 0)
+            return dest
+        part = dest.with_name(dest.name + ".part")
+        url = f"{self.location}/{urllib.parse.quote(entry.filename)}"
+        self._download(url, part, entry, progress)
+        _check_download(part, entry, url)
+        part.replace(dest)
+        return dest
+
+    def _download(
+        self, url: str, part: Path, entry: PackageEntry, progress: Progress | None
+    ) -> None:
+        done = part.stat().st_size if part.exists() else 0
+        total = entry.size or 0
+        if done > total:
+            part.unlink()
+            done = 0
+        headers = {"Range": f"bytes={done}-"} if done else {}
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 (http(s) only)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                mode = "ab" if done and response.status == 206 else "wb"
+                if mode == "wb":
+                    done = 0
+                with open(part, mode) as out:
+                    while chunk := response.read(CHUNK):
+                        if done + len(chunk) > total:
+                            raise SourceError(f"{url}: larger than the {total} bytes of the index")
+                        out.write(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total)
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and done == total:
+                return
+            raise SourceError(f"{url}: HTTP {e.code} {e.reason}") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise SourceError(f"{url}: {getattr(e, 'reason', e)}") from e
+
+
+class DirectorySource:
+    """A directory holding `.wapt` files and their `Packages` index (a USB bundle, a share)."""
+
+    def __init__(self, config: RepositoryConfig, cache_dir: Path) -> None:
+        assert config.path is not None
+        self.name = config.name
+        self.path = config.path
+        self.location = str(config.path)
+        self.maturities = config.maturities
+        self.cache_dir = cache_dir
+
+    def load_index(self, trust: TrustStore, *, at: datetime | None = None) -> SourceIndex:
+        """The directory's verified index.
+
+        Raises:
+            SourceError: the directory or its index is missing or malformed.
+        """
+        index_path = self.path / INDEX_NAME
+        try:
+            data = index_path.read_bytes()
+        except OSError as e:
+            raise SourceError(f"{self.name}: {index_path}: {e.strerror or e}") from e
+        try:
+            return SourceIndex(read_index(data, trust, source=str(index_path), at=at))
+        except WaptError as e:
+            raise SourceError(f"{self.name}: {e}") from e
+
+    def cached_index(self, trust: TrustStore) -> SourceIndex | None:
+        """A directory is always at hand: its index, or None if it cannot be read now."""
+        try:
+            return self.load_index(trust)
+        except SourceError:
+            return None
+
+    def fetch(self, entry: PackageEntry, progress: Progress | None = None) -> Path:
+        """Copy `entry`'s file into the cache, checking it against the index.
+
+        Raises:
+            SourceError: the file is missing or does not match the index.
+        """
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        dest = self.cache_dir / entry.filename
+        if _file_matches(dest, entry):
+            return dest
+        source = self.path / entry.filename
+        part = dest.with_name(dest.name + ".part")
+        try:
+            with open(source, "rb") as src, open(part, "wb") as out:
+                total, done = entry.size or 0, 0
+                while chunk := src.read(CHUNK):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+        except OSError as e:
+            part.unlink(missing_ok=True)
+            raise SourceError(f"{source}: {e.strerror or e}") from e
+        _check_download(part, entry, str(source))
+        part.replace(dest)
+        return dest
+
+
+def make_source(config: RepositoryConfig, cache_dir: Path) -> Source:
+    """The source for one configured repository."""
+    if config.url is not None:
+        return HttpSource(config, cache_dir)
+    return DirectorySource(config, cache_dir)
+
+
+def _read_meta(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def remove_cached(cache_dir: Path, filename: str) -> None:
+    """Forget a cached package file (after it failed verification)."""
+    for path in (cache_dir / filename, cache_dir / (filename + ".part")):
+        path.unlink(missing_ok=True)
+
+
+__all__ = [
+    "DirectorySource",
+    "HttpSource",
+    "Source",
+    "SourceError",
+    "SourceIndex",
+    "make_source",
+    "remove_cached",
+]

@@ -1,0 +1,2 @@
+# install is not a function.
+install = 42

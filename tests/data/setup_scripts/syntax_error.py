@@ -1,0 +1,6 @@
+# Python 2 syntax, as old WAPT packages have.
+from setuphelpers import *
+
+
+def install():
+    print "installing"

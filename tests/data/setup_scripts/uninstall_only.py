@@ -1,0 +1,3 @@
+# No install(): installing this package is an error.
+def uninstall():
+    print("uninstalling")

@@ -1,0 +1,177 @@
+"""End to end: the real agent process, a repository over HTTP, a real slapd, through the bridge."""
+
+from __future__ import annotations
+
+import base64
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agent_bridge.client import AgentClient
+from agent_bridge.errors import AuthenticationError, NotAllowedError, UnknownPackageError
+from agent_bridge.models import Session
+from tests.agent_harness import AgentProcess, agent_config, build_school_repository, wait_until
+from tests.httpserver import serve_directory
+from tests.slapd import USERS, SlapdServer
+
+
+@dataclass
+class Site:
+    root: Path
+    agent: AgentProcess
+    client: AgentClient
+    install_root: Path
+
+    def login(self, user: str) -> Session:
+        return self.client.login(user, USERS[user][0])
+
+    def marker(self, package: str) -> Path:
+        return self.install_root / f"{package}.installed"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, ldap_server: SlapdServer) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("site")
+    repo = build_school_repository(root, sleep=600)
+    with serve_directory(repo) as url:
+        config, port = agent_config(root, url, ldap_server, install_timeout=3)
+        agent = AgentProcess(config, port, root / "agent.log")
+        client = agent.start()
+        try:
+            # The agent's first update reads the host package: the rules package is pending.
+            wait_until(lambda: (u := client.checkupgrades()) and u.upgrades)
+            for task in client.upgrade():
+                done = client.wait_for_task(task.id, timeout=30)
+                assert done.state == "done", done.logs
+            yield Site(root, agent, client, root / "installed-software")
+        finally:
+            agent.stop()
+
+
+def test_ping_and_identity(site: Site) -> None:
+    assert site.client.ping()["version"] == "1.8.2"
+    assert site.client.ping(host_info=True)["uuid"] == "4c4c4544-0042-3010-8053-b7c04f4e3132"
+
+
+def test_login_through_the_directory(site: Site) -> None:
+    session = site.login("alice")
+    assert session.username == "alice"
+    assert {"profs-maths", "profs-tous"} <= set(session.groups)
+    with pytest.raises(AuthenticationError):
+        site.client.login("alice", "not-her-password")
+    with pytest.raises(AuthenticationError):
+        site.client.login("nobody", "x")
+
+
+def test_the_catalog_follows_the_rules(site: Site) -> None:
+    alice = {p.package for p in site.client.packages(site.login("alice"))}
+    assert alice == {"tis-notepad", "tis-app", "tis-raise", "tis-hang", "tis-slow", "tis-tampered"}
+    bob = {p.package for p in site.client.packages(site.login("bob"))}
+    assert bob == {"tis-notepad"}
+    assert site.client.packages(site.login("carol")) == []
+    admin = {p.package for p in site.client.packages(site.login("dave"))}
+    assert "tis-secret" in admin and "tis-rules" not in admin
+
+
+def test_install_and_remove_really_happen(site: Site) -> None:
+    alice = site.login("alice")
+    task = site.client.install(alice, "tis-notepad")
+    done = site.client.wait_for_task(task.id, timeout=30)
+    assert done.state == "done", done.logs
+    assert site.marker("tis-notepad").read_text() == "1.0-1\n"
+    rows = {p.package: p for p in site.client.status()}
+    assert rows["tis-notepad"].install_status == "OK"
+    listed = {p.package: p for p in site.client.packages(alice)}
+    assert listed["tis-notepad"].state == "installed"
+
+    [removal] = site.client.remove(alice, "tis-notepad")
+    assert site.client.wait_for_task(removal.id, timeout=30).state == "done"
+    assert not site.marker("tis-notepad").exists()
+    assert "tis-notepad" not in {p.package for p in site.client.status()}
+
+
+def test_dependencies_are_installed_first(site: Site) -> None:
+    task = site.client.install(site.login("alice"), "tis-app")
+    done = site.client.wait_for_task(task.id, timeout=30)
+    assert done.state == "done", done.logs
+    assert site.marker("tis-libx").exists() and site.marker("tis-app").exists()
+    assert done.logs.index("Installing tis-libx") < done.logs.index("Installing tis-app")
+
+
+def test_refusals(site: Site) -> None:
+    bob = site.login("bob")
+    with pytest.raises(NotAllowedError):
+        site.client.install(bob, "tis-app")
+    with pytest.raises(NotAllowedError):
+        site.client.install(site.login("alice"), "tis-secret")
+    with pytest.raises(UnknownPackageError):
+        site.client.install(bob, "no-such-package")
+    forged = Session("alice", site.login("bob").token, ("profs-maths",))
+    with pytest.raises(AuthenticationError):
+        site.client.install(forged, "tis-notepad")
+    assert not site.marker("tis-secret").exists()
+    assert "bob may not install tis-app" in site.agent.log_text()
+
+
+def test_raw_requests_without_token_or_with_garbage(site: Site) -> None:
+    def status_of(path: str, auth: str | None = None) -> int:
+        request = urllib.request.Request(site.agent.url + path)
+        if auth is not None:
+            request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert status_of("/install.json?package=tis-notepad") == 401
+    assert status_of("/install.json?package=tis-notepad", "alice:forged.token.value") == 401
+    assert status_of("/packages.json", "alice:alice-pw") == 401, "passwords only at /login"
+    assert status_of("/cancel_all_tasks.json") == 401
+
+
+def test_a_raising_setup_is_recorded_with_its_traceback(site: Site) -> None:
+    task = site.client.install(site.login("alice"), "tis-raise")
+    done = site.client.wait_for_task(task.id, timeout=30)
+    assert done.state == "error"
+    row = {p.package: p for p in site.client.status()}["tis-raise"]
+    assert row.install_status == "ERROR"
+    assert "RuntimeError: boom from setup.py" in row.install_output
+    assert "Traceback" in row.install_output
+
+
+def test_a_hanging_setup_is_killed_at_its_timeout(site: Site) -> None:
+    task = site.client.install(site.login("alice"), "tis-hang")
+    done = site.client.wait_for_task(task.id, timeout=30)
+    assert done.state == "error"
+    assert "timed out" in done.logs
+    assert {p.package: p for p in site.client.status()}["tis-hang"].install_status == "ERROR"
+
+
+def test_a_package_that_fails_verification_never_runs(site: Site) -> None:
+    task = site.client.install(site.login("alice"), "tis-tampered")
+    done = site.client.wait_for_task(task.id, timeout=30)
+    assert done.state == "error"
+    assert "sha256 mismatch" in done.logs
+    assert not site.marker("tis-tampered").exists()
+    assert "tis-tampered" not in {p.package for p in site.client.status()}
+
+
+def test_a_killed_agent_reports_the_interrupted_install(site: Site) -> None:
+    alice = site.login("alice")
+    task = site.client.install(alice, "tis-slow")
+    wait_until(site.marker("tis-slow").exists)
+    site.agent.kill()
+    client = site.agent.start()
+    site.client = client
+    row = {p.package: p for p in client.status()}["tis-slow"]
+    assert row.install_status == "ERROR"
+    assert "interrupted" in row.install_output
+    old = client.task(task.id)
+    assert old is not None and old.state == "error" and "interrupted" in old.logs
+    # The token survives the restart (the key is kept), and the package can be retried.
+    assert {p.package for p in client.packages(alice)}
