@@ -583,17 +583,23 @@ class AgentClient:
         data = self._get(endpoint, {"force": "1"} if force else None)
         return Task.from_json(data, endpoint=endpoint)
 
-    def upgrade(self, *, only_priorities: str | Iterable[str] | None = None) -> list[Task]:
+    def upgrade(
+        self, *, only_priorities: str | Iterable[str] | None = None, shutdown: bool = False
+    ) -> list[Task]:
         """`/upgrade.json`: queue the upgrade; WAPT answers ``{"result", "content": [tasks]}``.
 
         `only_priorities` limits it to packages of these priorities (e.g. ``critical``).
+        `shutdown` (Comptoir's agent; WAPT's ignores it) also installs what the machine's
+        assignments keep for the shutdown run.
 
         Raises:
             BridgeError: any of `_get`'s errors, ProtocolError for a malformed answer.
         """
         endpoint = "/upgrade.json"
-        params = {"only_priorities": _csv(only_priorities)} if only_priorities else None
-        data = self._get(endpoint, params)
+        params = {"only_priorities": _csv(only_priorities)} if only_priorities else {}
+        if shutdown:
+            params["shutdown"] = "1"
+        data = self._get(endpoint, params or None)
         if not isinstance(data, dict) or "content" not in data:
             raise ProtocolError(endpoint, "expected an object with a 'content' array")
         return [

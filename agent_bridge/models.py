@@ -860,6 +860,8 @@ class PendingActions:
     upgrade: tuple[str, ...]
     additional: tuple[str, ...]
     remove: tuple[str, ...]
+    #: Comptoir's agent only: what the machine keeps for the shutdown run
+    at_shutdown: tuple[str, ...] = ()
 
 
 _UPGRADES_KEYS: Final = ("date", "upgrades", "errors", "running_tasks", "pending_tasks", "pending")
@@ -907,6 +909,9 @@ class Upgrades:
                 upgrade=pending.strings("upgrade"),
                 additional=pending.strings("additional"),
                 remove=pending.strings("remove"),
+                at_shutdown=(
+                    pending.strings("at_shutdown") if "at_shutdown" in pending.data else ()
+                ),
             ),
             extra=fields.others(_UPGRADES_KEYS),
         )

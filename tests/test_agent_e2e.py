@@ -175,3 +175,59 @@ def test_a_killed_agent_reports_the_interrupted_install(site: Site) -> None:
     assert old is not None and old.state == "error" and "interrupted" in old.logs
     # The token survives the restart (the key is kept), and the package can be retried.
     assert {p.package for p in client.packages(alice)}
+
+
+def test_command_line_through_the_bridge(site: Site) -> None:
+    from click.testing import CliRunner
+
+    from comptoir.cli import main
+
+    runner = CliRunner()
+    env = {"COMPTOIR_PASSWORD": USERS["alice"][0]}
+    url = ["--url", site.agent.url]
+    result = runner.invoke(main, ["agent", "list", *url, "--user", "alice"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "tis-notepad" in result.output and "tis-secret" not in result.output
+    result = runner.invoke(
+        main, ["agent", "install", "tis-notepad", *url, "--user", "alice"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith(": done")
+    assert site.marker("tis-notepad").exists()
+    result = runner.invoke(main, ["agent", "status", *url])
+    assert "tis-notepad" in result.output and "OK" in result.output
+    result = runner.invoke(
+        main, ["agent", "install", "tis-secret", *url, "--user", "alice"], env=env
+    )
+    assert result.exit_code == 1 and "tis-secret" in result.output
+    result = runner.invoke(
+        main, ["agent", "remove", "tis-notepad", *url, "--user", "alice"], env=env
+    )
+    assert result.exit_code == 0 and not site.marker("tis-notepad").exists()
+
+
+def test_only_loopback_peers_are_served(tmp_path: Path) -> None:
+    """The service itself refuses other peers (checked in-process: no traffic leaves loopback)."""
+    from agent_bridge.agent.auth import hash_password
+    from agent_bridge.agent.config import load_config
+    from agent_bridge.agent.core import Agent
+    from agent_bridge.agent.service import create_app
+    from tests.helpers import PKI
+
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(f'[accounts.x]\npassword = "{hash_password("pw")}"\ngroups = []\n')
+    config = load_config(
+        None,
+        environ={},
+        overrides={
+            "data_dir": str(tmp_path / "data"),
+            "trusted_certs": str(PKI / "ca.crt"),
+            "accounts_file": str(accounts),
+        },
+    )
+    client = create_app(Agent(config)).test_client()
+    assert client.get("/ping", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    assert client.get("/ping", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+    for peer in ("10.1.2.3", "192.168.0.7", "8.8.8.8", "::ffff:10.0.0.1"):
+        answer = client.get("/login", environ_base={"REMOTE_ADDR": peer})
+        assert answer.status_code == 403, peer

@@ -228,6 +228,10 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str, base: Path) -> A
     _check_loopback(config.listen_host, source)
     if not 0 < config.port < 65536:
         raise ConfigError(f"{source}: port: {config.port} is not a TCP port")
+    if config.ldap is None and config.accounts_file is None:
+        raise ConfigError(
+            f"{source}: configure [ldap] or accounts_file: without either nobody can log in"
+        )
     if config.update_period_minutes < 1:
         raise ConfigError(f"{source}: update_period_minutes must be at least 1")
     return config
