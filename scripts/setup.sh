@@ -9,7 +9,10 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 # libldap-dev libsasl2-dev: build python-ldap (no Linux wheel on PyPI)
 # slapd ldap-utils: the throwaway directory server of the tests
-APT_PACKAGES=(libldap-dev libsasl2-dev slapd ldap-utils)
+# chromium: the browser of the end-to-end tests (Playwright drives Debian's build)
+# xvfb xauth: a virtual screen for the kiosk window tests
+# wrk: the load tool of the benchmarks
+APT_PACKAGES=(libldap-dev libsasl2-dev slapd ldap-utils chromium xvfb xauth wrk)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

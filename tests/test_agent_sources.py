@@ -101,3 +101,17 @@ def test_directory_source(repo: Path, tmp_path: Path, trust: TrustStore) -> None
     with pytest.raises(SourceError, match=r"usb: .*Packages"):
         missing.load_index(trust)
     assert missing.cached_index(trust) is None
+
+
+def test_icons_come_from_the_repository(wapt_fixtures: Path, tmp_path: Path) -> None:
+    repo = wapt_fixtures / "repo"
+    known = sorted(p.stem for p in (repo / "icons").glob("*.png"))[0]
+    with serve_directory(repo) as url:
+        source = HttpSource(RepositoryConfig("school", url=url), tmp_path / "cache")
+        icon = source.fetch_icon(known)
+        assert icon is not None and icon.startswith(b"\x89PNG")
+        assert source.fetch_icon("00000000-0000-0000-0000-000000000000") is None
+    directory = DirectorySource(RepositoryConfig("usb", path=repo), tmp_path / "cache")
+    assert directory.fetch_icon(known) == icon
+    assert directory.fetch_icon("../Packages") is None
+    assert source.fetch_icon("../../etc/passwd") is None

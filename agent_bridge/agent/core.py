@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import platform
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from agent_bridge.agent.state import AgentState, InstalledRecord
 from agent_bridge.agent.tasks import AgentTask, TaskContext, TaskQueue
 from wapt.control import PackageEntry
 from wapt.errors import VersionError, WaptError
+from wapt.fsutil import write_atomic
 from wapt.resolve import HostProfile, resolve
 from wapt.trust import TrustStore
 from wapt.version import PackageRequest, entry_sort_key, version_key
@@ -50,6 +52,9 @@ log = logging.getLogger("comptoir.agent")
 AGENT_VERSION = "1.8.2"
 COMPTOIR_VERSION = "0.1.0"
 #: sections WAPT's /packages.json never lists (service.py `all_packages`)
+UUID_PATTERN = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 HIDDEN_SECTIONS = frozenset({"host", "unit", "profile", "restricted", "selfservice"})
 SEARCHED_FIELDS = (
     "package",
@@ -427,8 +432,34 @@ class Agent:
         for error in result["errors"]:
             ctx.log(f"warning: {error}")
         ctx.log(f"{result['count']} package(s) in the repositories")
+        fetched = self.refresh_icons()
+        if fetched:
+            ctx.log(f"{fetched} new icon(s)")
         self._schedule_update_once()
         return result
+
+    def refresh_icons(self) -> int:
+        """Copy the icons of the newest entries into `cache/icons/`, like WAPT's download_icons.
+
+        Returns how many were fetched. Names are checked as UUIDs; icons must be PNG.
+        """
+        icons = self.config.cache_dir / "icons"
+        icons.mkdir(parents=True, exist_ok=True)
+        newest: dict[str, CatalogEntry] = {}
+        for item in self.catalog():
+            current = newest.get(item.entry.package)
+            if current is None or entry_sort_key(item.entry) > entry_sort_key(current.entry):
+                newest[item.entry.package] = item
+        fetched = 0
+        for item in newest.values():
+            package_uuid = item.entry.package_uuid
+            if not UUID_PATTERN.fullmatch(package_uuid) or (icons / f"{package_uuid}.png").exists():
+                continue
+            data = item.source.fetch_icon(package_uuid)
+            if data is not None:
+                write_atomic(icons / f"{package_uuid}.png", data)
+                fetched += 1
+        return fetched
 
     def _schedule_update_once(self) -> None:
         if self._timer is None or not self._timer.is_alive():

@@ -31,6 +31,8 @@ from wapt.trust import TrustStore
 log = logging.getLogger("comptoir.agent.sources")
 
 CHUNK = 1024 * 1024
+MAX_ICON = 1024 * 1024
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 Progress = Callable[[int, int], None]
 
 
@@ -57,6 +59,8 @@ class Source(Protocol):
     def cached_index(self, trust: TrustStore) -> SourceIndex | None: ...
 
     def fetch(self, entry: PackageEntry, progress: Progress | None = None) -> Path: ...
+
+    def fetch_icon(self, package_uuid: str) -> bytes | None: ...
 
 
 def _safe_name(name: str) -> str:
@@ -175,6 +179,17 @@ class HttpSource:
         part.replace(dest)
         return dest
 
+    def fetch_icon(self, package_uuid: str) -> bytes | None:
+        """The repository's `icons/<package_uuid>.png`, or None if it has none or fails."""
+        if not _plain_name(package_uuid):
+            return None
+        url = f"{self.location}/icons/{urllib.parse.quote(package_uuid)}.png"
+        try:
+            answer = fetch(url, timeout=self.timeout, max_size=MAX_ICON, ca_file=self.ca_file)
+        except FetchError:
+            return None
+        return answer.body if answer.body.startswith(PNG_MAGIC) else None
+
     def _download(
         self, url: str, part: Path, entry: PackageEntry, progress: Progress | None
     ) -> None:
@@ -240,6 +255,10 @@ class DirectorySource:
         except SourceError:
             return None
 
+    def fetch_icon(self, package_uuid: str) -> bytes | None:
+        """The directory's `icons/<package_uuid>.png`, or None."""
+        return _directory_icon(self.path, package_uuid)
+
     def fetch(self, entry: PackageEntry, progress: Progress | None = None) -> Path:
         """Copy `entry`'s file into the cache, checking it against the index.
 
@@ -266,6 +285,23 @@ class DirectorySource:
         _check_download(part, entry, str(source))
         part.replace(dest)
         return dest
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and not any(c in name for c in "/\\:") and ".." not in name
+
+
+def _directory_icon(root: Path, package_uuid: str) -> bytes | None:
+    if not _plain_name(package_uuid):
+        return None
+    path = root / "icons" / f"{package_uuid}.png"
+    try:
+        if path.stat().st_size > MAX_ICON:
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if data.startswith(PNG_MAGIC) else None
 
 
 def make_source(config: RepositoryConfig, cache_dir: Path) -> Source:
