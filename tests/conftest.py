@@ -29,3 +29,24 @@ def expected(wapt_fixtures: Path) -> dict[str, Any]:
     """WAPT's own verdicts and comparisons (`expected.json`)."""
     data: dict[str, Any] = json.loads((wapt_fixtures / "expected.json").read_text("utf-8"))
     return data
+
+
+CHROMIUM = os.environ.get("COMPTOIR_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """Playwright drives Debian's chromium, with nothing that reaches the network."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+        ],
+    }
