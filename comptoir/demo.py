@@ -8,8 +8,11 @@ really install something on Linux, builds and signs them, scans the repository i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +88,10 @@ class DemoPackage:
     section: str = "base"
     editor: str = "Comptoir demo"
     files: dict[str, str] = field(default_factory=dict)
+    #: the icon's colour (RGB), for the catalog's cards
+    colour: tuple[int, int, int] = (0x1F, 0x5F, 0x8B)
+    #: for a `selfservice` package: group -> package names it grants
+    rules: dict[str, list[str]] = field(default_factory=dict)
 
     def control(self) -> PackageEntry:
         entry = PackageEntry()
@@ -119,6 +126,7 @@ DEMO_PACKAGES = (
         "Fichiers partagés par les autres applications de démonstration.",
         categories="Système",
         files={"LISEZMOI.txt": "Bibliothèque commune de démonstration.\n"},
+        colour=(0x55, 0x55, 0x55),
     ),
     DemoPackage(
         "demo-atlas",
@@ -129,6 +137,7 @@ DEMO_PACKAGES = (
         categories="Géographie,Histoire",
         depends="demo-libcommun(>=1.0)",
         files={"atlas.txt": "Paris, Berlin, Madrid, Rome, Lisbonne.\n"},
+        colour=(0x2E, 0x7D, 0x32),
     ),
     DemoPackage(
         "demo-atlas",
@@ -140,6 +149,7 @@ DEMO_PACKAGES = (
         depends="demo-libcommun(>=1.0)",
         maturity="PREPROD",
         files={"atlas.txt": "Paris, Berlin, Madrid, Rome, Lisbonne, Athènes.\n"},
+        colour=(0x2E, 0x7D, 0x32),
     ),
     DemoPackage(
         "demo-dictionnaire",
@@ -150,6 +160,7 @@ DEMO_PACKAGES = (
         categories="Français",
         locale="fr",
         files={"mots.txt": "abricot\nbibliothèque\ncahier\n"},
+        colour=(0xAD, 0x14, 0x57),
     ),
     DemoPackage(
         "demo-chronometre",
@@ -159,6 +170,37 @@ DEMO_PACKAGES = (
         "Un grand chronomètre pour la classe.",
         categories="Outils",
         files={"chronometre.sh": "#!/bin/sh\necho 'Chronomètre : 00:00'\n"},
+        colour=(0xE6, 0x51, 0x00),
+    ),
+    DemoPackage(
+        "demo-geometrie",
+        "3.0-1",
+        "Géométrie dynamique",
+        "Construct and measure figures.",
+        "Construire et mesurer des figures.",
+        categories="Mathématiques",
+        files={"figures.txt": "triangle, cercle, médiatrice\n"},
+        colour=(0x15, 0x65, 0xC0),
+    ),
+    DemoPackage(
+        "demo-calcul-mental",
+        "1.1-1",
+        "Calcul mental",
+        "Mental arithmetic drills.",
+        "Exercices de calcul mental.",
+        categories="Mathématiques",
+        files={"tables.txt": "7 x 8 = 56\n"},
+        colour=(0x6A, 0x1B, 0x9A),
+    ),
+    DemoPackage(
+        "demo-frise",
+        "2.2-1",
+        "Frise chronologique",
+        "Build timelines for history lessons.",
+        "Construire des frises pour les cours d'histoire.",
+        categories="Histoire",
+        files={"frise.txt": "1789, 1848, 1870, 1914, 1945\n"},
+        colour=(0x8D, 0x6E, 0x63),
     ),
     DemoPackage(
         "demo-salle-101",
@@ -167,9 +209,46 @@ DEMO_PACKAGES = (
         "Software of room 101.",
         "Logiciels de la salle 101.",
         section="group",
-        depends="demo-atlas,demo-chronometre",
+        depends="demo-chronometre",
+    ),
+    DemoPackage(
+        "demo-regles-profs",
+        "1-1",
+        "Libre-service des enseignants",
+        "Which teacher groups may install what.",
+        "Quels groupes d'enseignants peuvent installer quoi.",
+        section="selfservice",
+        rules={
+            "profs": ["demo-dictionnaire", "demo-chronometre"],
+            "profs-maths": ["demo-geometrie", "demo-calcul-mental"],
+            "profs-histoire": ["demo-frise", "demo-atlas"],
+        },
     ),
 )
+
+#: the demo machine's name, and what its host package assigns to it
+DEMO_HOST = "comptoir-demo-poste"
+DEMO_HOST_DEPENDS = "demo-regles-profs,demo-salle-101"
+
+#: demo only: user -> (password, display name, groups), for the agent's local accounts file
+DEMO_ACCOUNTS = {
+    "marie": ("demo", "Marie Curie", ("profs", "profs-maths")),
+    "victor": ("demo", "Victor Hugo", ("profs", "profs-histoire")),
+    "admin": ("demo", "Administrateur", ("waptselfservice",)),
+}
+
+
+def icon_png(colour: tuple[int, int, int], size: int = 48) -> bytes:
+    """A plain square PNG icon of one colour (WAPT's icons are 48x48)."""
+    row = b"\x00" + bytes(colour) * size
+    raw = zlib.compress(row * size, 9)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
 
 
 def write_source(spec: DemoPackage, root: Path) -> Path:
@@ -184,6 +263,11 @@ def write_source(spec: DemoPackage, root: Path) -> Path:
         (source / "files").mkdir()
         for name, text in spec.files.items():
             (source / "files" / name).write_text(text, "utf-8")
+        (source / "WAPT" / "icon.png").write_bytes(icon_png(spec.colour))
+    if spec.rules:
+        persistent = source / "WAPT" / "persistent"
+        persistent.mkdir()
+        (persistent / "selfservice.json").write_text(json.dumps(spec.rules, indent=2), "utf-8")
     return source
 
 
@@ -226,6 +310,12 @@ def build_demo_repository(root: Path, passphrase: bytes) -> tuple[Path, Path]:
         signer = packager if spec.section == "base" else deployer
         build_package(source, signer, repo, overwrite=True)
     scan_repository(repo, force=True)
+    host = DemoPackage(
+        DEMO_HOST, "1", "Poste de démonstration", "", "", section="host", depends=DEMO_HOST_DEPENDS
+    )
+    hosts = root / "hosts"
+    hosts.mkdir(exist_ok=True)
+    build_package(write_source(host, root / "src"), deployer, hosts, overwrite=True)
     return repo, ca_cert
 
 
@@ -250,10 +340,10 @@ def demo(root: Path) -> None:
     click.echo(f"Demo repository: {repo.resolve()}")
     click.echo(f"Trusted authority: {ca_cert.resolve()}")
     click.echo("")
-    click.echo(f"{'package':<20} {'version':<8} {'maturity':<8} {'section':<8} name")
+    click.echo(f"{'package':<20} {'version':<8} {'maturity':<8} {'section':<11} name")
     for entry in sorted(index.entries, key=lambda e: (e.package, e.version)):
         click.echo(
-            f"{entry.package:<20} {entry.version:<8} {entry.maturity:<8} {entry.section:<8} "
+            f"{entry.package:<20} {entry.version:<8} {entry.maturity:<8} {entry.section:<11} "
             f"{entry.name}"
         )
     click.echo("")

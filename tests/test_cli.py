@@ -214,5 +214,5 @@ def test_console_script_is_installed(wapt_fixtures: Path) -> None:
 def test_demo_builds_a_verified_catalog(tmp_path: Path) -> None:
     code, out, err = run("demo", "--to", str(tmp_path / "demo"))
     assert code == 0, err
-    assert "6 packages verified" in out and "0 discarded" in out
+    assert "10 packages verified" in out and "0 discarded" in out
     assert "demo-salle-101" in out and "Atlas du monde" in out
