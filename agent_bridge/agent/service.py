@@ -20,6 +20,7 @@ from flask import Flask, Response, g, jsonify, request
 
 from agent_bridge.agent.auth import AuthError, Identity, InvalidCredentialsError
 from agent_bridge.agent.core import AGENT_VERSION, COMPTOIR_VERSION, Agent, AgentRefusal
+from agent_bridge.agent.memory import limit_arenas
 
 log = logging.getLogger("comptoir.agent.service")
 
@@ -150,12 +151,14 @@ def create_app(agent: Agent) -> Flask:
     @app.get("/list")
     @authenticated
     def packages() -> Response:
-        rows = agent.package_dicts(
-            identity(),
-            query=request.args.get("q"),
-            latest=_flag("latest") or not _flag("all_versions"),
-        )
-        return jsonify(rows)
+        if _flag("all_versions"):
+            mode = "all"
+        elif _flag("latest"):
+            mode = "latest"
+        else:
+            mode = "default"
+        body = agent.package_json(identity(), query=request.args.get("q"), mode=mode)
+        return Response(body, mimetype="application/json")
 
     @app.get("/install.json")
     @authenticated
@@ -257,6 +260,7 @@ def serve(agent: Agent, *, threads: int = 16) -> None:
     from waitress import serve as waitress_serve
 
     config = agent.config
+    limit_arenas()
     agent.start()
     try:
         waitress_serve(
