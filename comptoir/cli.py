@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from comptoir.agent import agent
+from comptoir.bundle import bundle
 from comptoir.demo import demo
 from comptoir.keys import keys
 from comptoir.packages import package
@@ -27,3 +28,4 @@ main.add_command(keys)
 main.add_command(package)
 main.add_command(repo)
 main.add_command(demo)
+main.add_command(bundle)

@@ -208,3 +208,78 @@ class DependencyCycleError(ResolveError):
 
 class ConflictError(ResolveError):
     """Two packages of the install set conflict with each other."""
+
+
+# --- USB bundles ---------------------------------------------------------------------------
+
+
+class BundleError(WaptError):
+    """A USB bundle cannot be written, read or trusted."""
+
+
+class BundleVerificationError(BundleError):
+    """Verifying a bundle found one or more problems; `problems` lists each as its own error."""
+
+    def __init__(self, subject: str, problems: Iterable[BundleError]) -> None:
+        self.subject = subject
+        self.problems: list[BundleError] = list(problems)
+        lines = "; ".join(str(p) for p in self.problems)
+        super().__init__(f"{subject}: {len(self.problems)} problem(s): {lines}")
+
+    def has(self, kind: type[WaptError]) -> bool:
+        """Tell whether one of the problems is of the given kind."""
+        return any(isinstance(p, kind) for p in self.problems)
+
+
+class BundleMetadataError(BundleError):
+    """A metadata file is missing, too large, not JSON, or not the TUF role it should be."""
+
+
+class BundleSignatureError(BundleError):
+    """Metadata is not signed by a threshold of the trusted keys, or its root is not chained
+    from the configured root of trust."""
+
+
+class BundleExpiredError(BundleError):
+    """Metadata is past its `expires` date (freeze attack, or simply an old stick)."""
+
+
+class BundleRollbackError(BundleError):
+    """A metadata version is lower than one this machine has already seen."""
+
+
+class BundleMixAndMatchError(BundleError):
+    """Metadata files do not pin each other: they come from different writes or bundles."""
+
+
+class BundleFileError(BundleError):
+    """A file listed in the targets has the wrong length or hash."""
+
+
+class BundleMissingFileError(BundleFileError):
+    """A file listed in the targets is absent."""
+
+
+class BundleExtraFileError(BundleError):
+    """A file is in the bundle directory but in none of its signed targets."""
+
+
+class BundlePackageError(BundleError):
+    """A package of the bundle fails WAPT verification, or disagrees with the `Packages` index."""
+
+
+class BundleKeyError(BundleError):
+    """Bundle signing keys cannot be made, read or used."""
+
+
+class BundleSpaceError(BundleError):
+    """The destination has not enough free space, or filled up while writing."""
+
+
+class BundleFilesystemError(BundleError):
+    """The destination's file system cannot hold the bundle: a file too large for FAT32, a
+    forbidden name, names that clash once case is ignored, or files that are not the bundle's."""
+
+
+class BundleWriteError(BundleError):
+    """Writing the bundle failed (I/O error, unreadable source)."""

@@ -35,6 +35,8 @@ class RepositoryConfig:
     timeout: float = 30.0
     #: CA bundle for HTTPS, None for the system's
     ca_file: Path | None = None
+    #: root.json of the site's bundle keys; `path` is then a USB bundle, verified with it
+    bundle_root: Path | None = None
 
     @property
     def location(self) -> str:
@@ -118,13 +120,15 @@ def _check_loopback(host: str, source: str) -> str:
 def _repository(raw: Any, index: int, source: str, base: Path) -> RepositoryConfig:
     key = f"repositories[{index}]"
     _expect(raw, dict, key, source)
-    unknown = set(raw) - {"name", "url", "path", "maturities", "timeout", "ca_file"}
+    unknown = set(raw) - {"name", "url", "path", "maturities", "timeout", "ca_file", "bundle_root"}
     if unknown:
         raise ConfigError(f"{source}: {key}: unknown key(s) {', '.join(sorted(unknown))}")
     url = raw.get("url")
     path = raw.get("path")
     if (url is None) == (path is None):
         raise ConfigError(f"{source}: {key}: give exactly one of url or path")
+    if url is not None and "bundle_root" in raw:
+        raise ConfigError(f"{source}: {key}.bundle_root: only with path (a USB bundle)")
     if url is not None and not _expect(url, str, f"{key}.url", source).startswith(
         ("http://", "https://")
     ):
@@ -141,6 +145,11 @@ def _repository(raw: Any, index: int, source: str, base: Path) -> RepositoryConf
         timeout=float(_expect(raw.get("timeout", 30.0), (int, float), f"{key}.timeout", source)),
         ca_file=(
             _path(raw["ca_file"], f"{key}.ca_file", source, base) if "ca_file" in raw else None
+        ),
+        bundle_root=(
+            _path(raw["bundle_root"], f"{key}.bundle_root", source, base)
+            if "bundle_root" in raw
+            else None
         ),
     )
 

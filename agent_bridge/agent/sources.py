@@ -308,6 +308,18 @@ def make_source(config: RepositoryConfig, cache_dir: Path) -> Source:
     """The source for one configured repository."""
     if config.url is not None:
         return HttpSource(config, cache_dir)
+    if config.bundle_root is not None:
+        from agent_bridge.agent.bundle_source import BundleSource  # it imports this module
+
+        assert config.path is not None
+        return BundleSource(
+            config.name,
+            config.path,
+            config.bundle_root,
+            cache_dir,
+            cache_dir.parent / "bundles.json",
+            maturities=config.maturities,
+        )
     return DirectorySource(config, cache_dir)
 
 
