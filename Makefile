@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench clean translations
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,17 @@ unit: setup
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# The portal's messages: extract them, merge them into the .po files (translate what is new,
+# then run again), compile the .mo files kept beside them. tests/test_portal_i18n_a11y.py
+# fails while a message is missing, untranslated or not compiled.
+PORTAL_I18N := portal/translations
+translations: setup
+	$(BIN)/pybabel extract -F portal/babel.cfg -o $(PORTAL_I18N)/messages.pot -w 100 \
+		--no-location --sort-output --project=comptoir --copyright-holder=Comptoir .
+	$(BIN)/pybabel update -i $(PORTAL_I18N)/messages.pot -d $(PORTAL_I18N) -w 100 \
+		--no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel compile -d $(PORTAL_I18N) --statistics
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -14,6 +14,7 @@ from comptoir.bundle import bundle
 from comptoir.demo import demo
 from comptoir.keys import keys
 from comptoir.packages import package
+from comptoir.portal import portal
 from comptoir.repo import repo
 
 
@@ -28,4 +29,5 @@ main.add_command(keys)
 main.add_command(package)
 main.add_command(repo)
 main.add_command(demo)
+main.add_command(portal)
 main.add_command(bundle)

@@ -142,6 +142,11 @@ def test_a_raising_setup_is_recorded_with_its_traceback(site: Site) -> None:
     assert row.install_status == "ERROR"
     assert "RuntimeError: boom from setup.py" in row.install_output
     assert "Traceback" in row.install_output
+    # A failed package is not installed: asking again runs it again (and it fails again).
+    again = site.client.install(site.login("alice"), "tis-raise")
+    assert again.id != task.id
+    retried = site.client.wait_for_task(again.id, timeout=30)
+    assert retried.state == "error" and "boom from setup.py" in retried.logs
 
 
 def test_a_hanging_setup_is_killed_at_its_timeout(site: Site) -> None:

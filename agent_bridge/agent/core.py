@@ -240,10 +240,12 @@ class Agent:
             return list(self._catalog)
 
     def installed_entries(self) -> dict[str, PackageEntry]:
+        """Packages installed and working; a failed one counts as not installed, so asking for
+        it again (or the next upgrade) installs it again."""
         return {
             r.package: _installed_entry(r)
             for r in self.state.installed()
-            if r.install_status in ("OK", "ERROR")
+            if r.install_status == "OK"
         }
 
     def pending(self) -> Pending:

@@ -1,0 +1,72 @@
+"""What every request and answer goes through: the login requirement, CSRF, security headers.
+
+- **Login.** Every endpoint needs a signed-in user except those in `PUBLIC_ENDPOINTS`: a
+  route added later is protected without anyone remembering to.
+- **CSRF.** Flask-WTF checks a token on every `POST`. Forms carry it in a hidden field; htmx
+  sends it in the `X-CSRFToken` header that `hx-headers` on `<body>` sets. The token lives in
+  the server-side session, so it is as long-lived as the session.
+- **Headers.** A strict Content-Security-Policy (no inline script or style anywhere),
+  `X-Content-Type-Options`, `Referrer-Policy`, `X-Frame-Options` and `frame-ancestors`, and
+  `Cache-Control: no-store` on everything but static files: on a shared machine the back
+  button must not show the previous user's pages.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from flask import Flask, Response, request
+from flask_login import current_user  # type: ignore[import-untyped]
+from flask_wtf.csrf import CSRFProtect  # type: ignore[import-untyped]
+
+from portal.settings import PortalSettings
+
+__all__ = ["CONTENT_SECURITY_POLICY", "PUBLIC_ENDPOINTS", "SECURITY_HEADERS", "init_app"]
+
+PUBLIC_ENDPOINTS: Final = frozenset({"auth.login", "auth.language", "static", "health.healthz"})
+
+CONTENT_SECURITY_POLICY: Final = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+}
+
+
+def init_app(app: Flask, settings: PortalSettings) -> None:
+    """Install CSRF protection, the login requirement and the security headers on `app`."""
+    app.config["WTF_CSRF_TIME_LIMIT"] = int(settings.session_lifetime)
+    CSRFProtect(app)
+
+    @app.before_request
+    def require_login() -> Response | None:
+        if request.endpoint in PUBLIC_ENDPOINTS or current_user.is_authenticated:
+            return None
+        unauthorized: Response = app.login_manager.unauthorized()  # type: ignore[attr-defined]
+        return unauthorized
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.endpoint != "static":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
