@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(BIN)/comptoir demo --to build/demo
+	$(BIN)/comptoir demo --to build/demo --serve
 
 lint: setup
 	$(BIN)/ruff check .

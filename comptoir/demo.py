@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import struct
+import time
+import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,16 @@ from pathlib import Path
 import click
 
 from comptoir.common import fails_cleanly
+from comptoir.demo_site import (
+    AGENT_PORT,
+    PORTAL_PORT,
+    apply_assignments,
+    display_available,
+    running_agent,
+    running_portal,
+    write_accounts,
+    write_agent_config,
+)
 from wapt.control import PackageEntry, format_control
 from wapt.package import build_package, verify_package
 from wapt.repository import load_index, scan_repository
@@ -328,9 +340,19 @@ def build_demo_repository(root: Path, passphrase: bytes) -> tuple[Path, Path]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to put the demo PKI, sources and repository.",
 )
+@click.option("--serve", is_flag=True, help="Then run the agent and the portal on loopback.")
+@click.option(
+    "--check", is_flag=True, help="With --serve: start everything, check a login, then stop."
+)
+@click.option("--agent-port", default=AGENT_PORT, show_default=True, help="The agent's port.")
+@click.option("--portal-port", default=PORTAL_PORT, show_default=True, help="The portal's port.")
 @fails_cleanly
-def demo(root: Path) -> None:
-    """Build a demo repository of signed sample packages and print its verified catalog."""
+def demo(root: Path, serve: bool, check: bool, agent_port: int, portal_port: int) -> None:
+    """Build a demo repository of signed sample packages and print its verified catalog.
+
+    With --serve, run Comptoir's agent and portal on 127.0.0.1 over it, with the demo
+    accounts, until interrupted: everything a teacher sees, with no network at all.
+    """
     passphrase = os.environ.get("COMPTOIR_KEY_PASSPHRASE", DEMO_PASSPHRASE).encode("utf-8")
     repo, ca_cert = build_demo_repository(root, passphrase)
     trust = TrustStore.from_path(ca_cert)
@@ -353,3 +375,37 @@ def demo(root: Path) -> None:
     )
     for d in index.discarded:
         click.echo(f"DISCARDED {d.entry.filename}: {d.reason}", err=True)
+    if serve:
+        serve_demo(root, agent_port=agent_port, portal_port=portal_port, check=check)
+
+
+def serve_demo(root: Path, *, agent_port: int, portal_port: int, check: bool) -> None:
+    """Run the agent and the portal over the demo repository (see `comptoir.demo_site`)."""
+    write_accounts(root / "accounts.toml", DEMO_ACCOUNTS)
+    config = write_agent_config(root, DEMO_HOST, agent_port)
+    click.echo("\nStarting the agent…")
+    with running_agent(root, config, agent_port) as agent:
+        apply_assignments(agent)
+        with running_portal(root, agent.base_url, portal_port) as url:
+            click.echo(f"\nComptoir is running: open {url}")
+            click.echo("Demo accounts (password: demo):")
+            for user, (_, display_name, groups) in DEMO_ACCOUNTS.items():
+                click.echo(f"  {user:<8} {display_name:<16} groups: {', '.join(groups)}")
+            click.echo(f"Software installs into {(root / 'installed').resolve()}")
+            if check:
+                session = agent.login("marie", DEMO_ACCOUNTS["marie"][0])
+                offered = sorted(p.package for p in agent.packages(session))
+                with urllib.request.urlopen(url + "healthz", timeout=10) as answer:  # noqa: S310
+                    health = answer.status
+                click.echo(f"check: portal health {health}; marie may install {offered}")
+                if health != 200 or not offered:
+                    raise click.ClickException("the demo did not come up as expected")
+                return
+            if display_available():
+                click.echo("(the kiosk window arrives with the kiosk; use a browser meanwhile)")
+            click.echo("Press Ctrl-C to stop.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                click.echo("\nStopping.")

@@ -216,3 +216,32 @@ def test_demo_builds_a_verified_catalog(tmp_path: Path) -> None:
     assert code == 0, err
     assert "10 packages verified" in out and "0 discarded" in out
     assert "demo-salle-101" in out and "Atlas du monde" in out
+
+
+def test_demo_serves_the_agent_and_the_portal(tmp_path: Path) -> None:
+    """`make demo` runs this with --serve (until Ctrl-C); --check stops once a teacher logs in."""
+    from tests.slapd import free_port
+
+    exe = Path(sys.executable).parent / "comptoir"
+    proc = subprocess.run(
+        [
+            str(exe),
+            "demo",
+            "--to",
+            str(tmp_path / "demo"),
+            "--serve",
+            "--check",
+            "--agent-port",
+            str(free_port()),
+            "--portal-port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "check: portal health 200" in proc.stdout
+    assert "demo-geometrie" in proc.stdout, "marie (profs-maths) is offered the maths software"
+    assert (tmp_path / "demo" / "installed" / "demo-chronometre").is_dir(), "assigned by room 101"
