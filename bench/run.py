@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any
 
+import agent_latency
+import bundle
 import common
 import index_http
 import scan_repo
@@ -23,6 +25,8 @@ BENCHMARKS = {
     "verify_large": verify_large,
     "index_http": index_http,
     "scan_repo": scan_repo,
+    "agent_latency": agent_latency,
+    "bundle": bundle,
 }
 
 
