@@ -26,6 +26,7 @@ from comptoir.demo_site import (
     PORTAL_PORT,
     apply_assignments,
     display_available,
+    open_window,
     running_agent,
     running_portal,
     write_accounts,
@@ -401,8 +402,12 @@ def serve_demo(root: Path, *, agent_port: int, portal_port: int, check: bool) ->
                 if health != 200 or not offered:
                     raise click.ClickException("the demo did not come up as expected")
                 return
+            if open_window(url):
+                return  # the window was closed
             if display_available():
-                click.echo("(the kiosk window arrives with the kiosk; use a browser meanwhile)")
+                click.echo(
+                    "(no Qt for a window here: pip install 'comptoir[kiosk]'; use a browser)"
+                )
             click.echo("Press Ctrl-C to stop.")
             try:
                 while True:

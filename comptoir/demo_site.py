@@ -133,3 +133,22 @@ def running_portal(root: Path, agent_url: str, port: int) -> Iterator[str]:
 
 def display_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def open_window(url: str, title: str = "Comptoir") -> bool:
+    """Show the portal in a pywebview window (Qt) and block until it is closed.
+
+    Returns False, having shown nothing, when there is no display or no Qt backend (the
+    `kiosk` extra: `pip install 'comptoir[kiosk]'`); the caller then prints the URL.
+    """
+    if not display_available():
+        return False
+    try:
+        import qtpy  # noqa: F401 (the Qt backend pywebview needs)
+        import webview
+    except ImportError:
+        return False
+    os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1" if os.geteuid() == 0 else "0")
+    webview.create_window(title, url, width=1024, height=768)
+    webview.start(gui="qt")
+    return True
