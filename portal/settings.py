@@ -7,19 +7,16 @@ gives the key that signs CSRF tokens: the configured one, or one made once in `d
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
-import secrets
-import stat
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from agent_bridge.client import DEFAULT_URL, AgentClient
-from wapt.fsutil import write_atomic
+from wapt.fsutil import SecretFileError, load_or_create_secret
 
 __all__ = [
     "CONFIG_ENV",
@@ -268,7 +265,7 @@ def load_settings(
 
 
 def load_or_create_secret_key(
-    settings: PortalSettings, *, token: Callable[[int], bytes] = secrets.token_bytes
+    settings: PortalSettings,
 ) -> bytes:
     """The key that signs CSRF tokens: `settings.secret_key`, else `data_dir/secret_key`.
 
@@ -281,39 +278,7 @@ def load_or_create_secret_key(
     """
     if settings.secret_key is not None:
         return settings.secret_key.encode("utf-8")
-    path = settings.secret_file
     try:
-        return _read_secret(path)
-    except FileNotFoundError:
-        pass
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            write_atomic(path, token(SECRET_KEY_BYTES), mode=0o600, overwrite=False)
-        return _read_secret(path)
-    except OSError as e:
-        raise SettingsError(f"{path}: cannot create the secret key: {e.strerror or e}") from e
-
-
-def _read_secret(path: Path) -> bytes:
-    """Raises `FileNotFoundError` if absent, `SettingsError` if unusable."""
-    try:
-        with path.open("rb") as stream:
-            info = os.fstat(stream.fileno())
-            key = stream.read(4096)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise SettingsError(f"{path}: cannot read the secret key: {e.strerror or e}") from e
-    if not stat.S_ISREG(info.st_mode):
-        raise SettingsError(f"{path}: the secret key is not a regular file")
-    if os.name == "posix" and info.st_mode & 0o077:
-        raise SettingsError(
-            f"{path}: the secret key is accessible to others (mode "
-            f"{stat.S_IMODE(info.st_mode):04o}): chmod 600"
-        )
-    if len(key) < SECRET_KEY_BYTES:
-        raise SettingsError(
-            f"{path}: the secret key is {len(key)} bytes, {SECRET_KEY_BYTES} needed"
-        )
-    return key
+        return load_or_create_secret(settings.secret_file, size=SECRET_KEY_BYTES)
+    except SecretFileError as e:
+        raise SettingsError(str(e)) from e

@@ -79,3 +79,55 @@ def _link_without_clobbering(source: Path, target: Path) -> None:
         if target.exists():
             raise FileExistsError(str(target)) from None
         source.replace(target)
+
+
+class SecretFileError(Exception):
+    """A secret key file cannot be used; the message names the file and what to do."""
+
+
+def load_or_create_secret(path: Path, *, size: int = 32, what: str = "secret key") -> bytes:
+    """The random key kept in `path`, made once with `size` random bytes, mode 0600.
+
+    Creation never overwrites (a hard link): two processes starting together agree on one key.
+
+    Raises:
+        SecretFileError: the file cannot be read or made, is not a regular file, is shorter
+            than `size`, or (on POSIX) is readable or writable by anyone but its owner.
+    """
+    import secrets
+    import stat
+
+    def read() -> bytes:
+        try:
+            with path.open("rb") as stream:
+                info = os.fstat(stream.fileno())
+                key = stream.read(4096)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise SecretFileError(f"{path}: cannot read the {what}: {e.strerror or e}") from e
+        if not stat.S_ISREG(info.st_mode):
+            raise SecretFileError(f"{path}: the {what} is not a regular file")
+        if os.name == "posix" and info.st_mode & 0o077:
+            raise SecretFileError(
+                f"{path}: the {what} is accessible to others (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}); anyone who reads it can forge what it "
+                "signs: chmod 600"
+            )
+        if len(key) < size:
+            raise SecretFileError(f"{path}: the {what} is {len(key)} bytes, {size} needed")
+        return key
+
+    try:
+        return read()
+    except FileNotFoundError:
+        pass
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            write_atomic(path, secrets.token_bytes(size), mode=0o600, overwrite=False)
+        return read()
+    except FileNotFoundError as e:
+        raise SecretFileError(f"{path}: the {what} vanished after it was made") from e
+    except OSError as e:
+        raise SecretFileError(f"{path}: cannot make the {what}: {e.strerror or e}") from e

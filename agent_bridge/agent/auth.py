@@ -26,9 +26,7 @@ import hashlib
 import hmac
 import logging
 import math
-import os
 import secrets
-import stat
 import threading
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -39,7 +37,7 @@ from typing import Any, NoReturn, Protocol
 
 import itsdangerous
 
-from wapt.fsutil import write_atomic
+from wapt import fsutil
 
 logger = logging.getLogger("comptoir.agent.auth")
 
@@ -827,51 +825,12 @@ class TokenSigner:
 
 
 def load_or_create_secret(path: Path) -> bytes:
-    """The token key in `path`, created once with 32 random bytes, mode 0600.
+    """The token key in `path`, made once with 32 random bytes, mode 0600 (`wapt.fsutil`).
 
-    Creation is atomic: the key is written and fsynced in a temporary file, then hard-linked to
-    `path`, so no reader sees a partial key and two agents starting together agree on one key.
-
-    Raises `AuthConfigError` if the file cannot be read or created, is shorter than 32 bytes,
+    Raises `AuthConfigError` if the file cannot be read or made, is shorter than 32 bytes,
     is not a regular file, or (on POSIX) is readable or writable by anyone but its owner.
     """
-    path = Path(path)
     try:
-        return _read_secret(path)
-    except FileNotFoundError:
-        pass
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Never overwrites: if another agent created the key meanwhile, use theirs.
-        with suppress(FileExistsError):
-            write_atomic(path, secrets.token_bytes(SECRET_KEY_SIZE), mode=0o600, overwrite=False)
-    except OSError as e:
-        raise AuthConfigError(f"{path}: cannot create the token key: {e.strerror or e}") from e
-    try:
-        return _read_secret(path)
-    except FileNotFoundError as e:
-        raise AuthConfigError(f"{path}: token key vanished after creation") from e
-
-
-def _read_secret(path: Path) -> bytes:
-    """Raises `FileNotFoundError` if absent, `AuthConfigError` if unusable."""
-    try:
-        with path.open("rb") as stream:
-            info = os.fstat(stream.fileno())
-            key = stream.read(4096)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise AuthConfigError(f"{path}: cannot read the token key: {e.strerror or e}") from e
-    if not stat.S_ISREG(info.st_mode):
-        raise AuthConfigError(f"{path}: the token key is not a regular file")
-    if os.name == "posix" and info.st_mode & 0o077:
-        raise AuthConfigError(
-            f"{path}: the token key is accessible to others (mode "
-            f"{stat.S_IMODE(info.st_mode):04o}); anyone reading it can forge tokens: chmod 600"
-        )
-    if len(key) < SECRET_KEY_SIZE:
-        raise AuthConfigError(
-            f"{path}: the token key is {len(key)} bytes, at least {SECRET_KEY_SIZE} needed"
-        )
-    return key
+        return fsutil.load_or_create_secret(Path(path), size=SECRET_KEY_SIZE, what="token key")
+    except fsutil.SecretFileError as e:
+        raise AuthConfigError(str(e)) from e
