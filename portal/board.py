@@ -361,17 +361,23 @@ class UserBoard:
         """The user's catalog: the cached one, unless it is old or a task changed state."""
         tasks = self.tasks() if tasks is None else tasks
         signature = self._signature(tasks)
-        now = self.clock()
-        cached = self.record.cache.get("catalog")
-        if (
-            isinstance(cached, Catalog)
-            and cached.signature == signature
-            and now - cached.fetched_at < self.cache_seconds
-        ):
-            return cached
-        catalog = Catalog.build(self.client.packages(self.session), signature=signature, now=now)
-        self.record.cache["catalog"] = catalog
-        return catalog
+        # One rebuild at a time per session: when the cache expires, the requests in flight
+        # wait for the one rebuilding it instead of each asking the agent for everything.
+        lock: threading.Lock = self.record.cache.setdefault("catalog_lock", threading.Lock())
+        with lock:
+            now = self.clock()
+            cached = self.record.cache.get("catalog")
+            if (
+                isinstance(cached, Catalog)
+                and cached.signature == signature
+                and now - cached.fetched_at < self.cache_seconds
+            ):
+                return cached
+            catalog = Catalog.build(
+                self.client.packages(self.session), signature=signature, now=now
+            )
+            self.record.cache["catalog"] = catalog
+            return catalog
 
     def cards(
         self, packages: Sequence[AgentPackage], tasks: Mapping[int, Task] | None = None
