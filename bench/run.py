@@ -18,6 +18,7 @@ import agent_latency
 import bundle
 import common
 import index_http
+import portal_load
 import scan_repo
 import verify_large
 
@@ -27,6 +28,7 @@ BENCHMARKS = {
     "scan_repo": scan_repo,
     "agent_latency": agent_latency,
     "bundle": bundle,
+    "portal_load": portal_load,
 }
 
 
