@@ -577,55 +577,31 @@ _PACKAGE_TEXT_KEYS: Final = (
     "repo_url",
 )
 
+_PACKAGE_NULLABLE: Final = (
+    "signer",
+    "signature_date",
+    "install_date",
+    "explicit_by",
+    "install_status",
+    "install_version",
+)
+_PACKAGE_NULLABLE_SET: Final = frozenset(_PACKAGE_NULLABLE)
 _PACKAGE_TEXT_SET: Final = frozenset(_PACKAGE_TEXT_KEYS)
 _PACKAGE_TEXT_DEFAULTS: Final = {
     **dict.fromkeys(_PACKAGE_TEXT_KEYS, ""),
-    **dict.fromkeys(
-        ("signer", "signature_date", "install_date", "explicit_by", "install_status"), None
-    ),
-    "install_version": None,
+    **dict.fromkeys(_PACKAGE_NULLABLE, None),
 }
-_PACKAGE_NULLABLE_SET: Final = frozenset(
-    ("signer", "signature_date", "install_date", "explicit_by", "install_status", "install_version")
-)
 
 _PACKAGE_KEYS: Final = frozenset(
     {
         "package",
         "version",
-        "architecture",
-        "section",
-        "priority",
-        "name",
         "categories",
-        "maintainer",
-        "description",
-        *(f"description_{locale}" for locale in DESCRIPTION_LOCALES),
-        "depends",
-        "conflicts",
-        "maturity",
-        "locale",
-        "target_os",
-        "editor",
-        "keywords",
-        "licence",
-        "homepage",
-        "changelog",
-        "impacted_process",
-        "audit_schedule",
         "installed_size",
         "size",
-        "filename",
-        "md5sum",
-        "package_uuid",
-        "signer",
-        "signature_date",
-        "install_status",
-        "install_version",
-        "install_date",
-        "explicit_by",
         "previous",
-        "repo_url",
+        *_PACKAGE_TEXT_KEYS,
+        *_PACKAGE_NULLABLE,
     }
 )
 

@@ -12,7 +12,8 @@ PYTHON=${PYTHON:-python3}
 # chromium: the browser of the end-to-end tests (Playwright drives Debian's build)
 # xvfb xauth: a virtual screen for the kiosk window tests
 # wrk: the load tool of the benchmarks
-APT_PACKAGES=(libldap-dev libsasl2-dev slapd ldap-utils chromium xvfb xauth wrk)
+# dosfstools mtools: a real FAT32 image for the USB bundle tests
+APT_PACKAGES=(libldap-dev libsasl2-dev slapd ldap-utils chromium xvfb xauth wrk dosfstools mtools)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
