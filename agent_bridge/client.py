@@ -79,6 +79,8 @@ _FIRST_RETRY_DELAY: Final = 0.05
 _MAX_RETRY_DELAY: Final = 0.5
 _IDLE_POLL_PAUSE: Final = 0.1
 _SHIFTED_VERSIONS: Final = ("1.8.2",)
+#: what `_get` returns for a 304 answer to a conditional request
+NOT_MODIFIED: Final = object()
 
 
 def _is_loopback(host: str) -> bool:
@@ -216,11 +218,14 @@ class AgentClient:
         credentials: tuple[str, str] | None = None,
         package: str | None = None,
         wait: float = 0.0,
+        if_none_match: str | None = None,
+        seen: dict[str, str] | None = None,
     ) -> Any:
         """GET `endpoint` with `params`, return the decoded JSON answer of a 200.
 
         `credentials` are sent as Basic auth, `package` names the package for 403/404 errors,
-        `wait` is added to the timeout for the answer (long polls).
+        `wait` is added to the timeout for the answer (long polls). With `if_none_match`, a
+        304 answer returns `NOT_MODIFIED`; `seen` receives the answer's `etag`.
 
         Raises:
             AgentUnavailableError: refused after the retries, timed out, connection lost.
@@ -240,6 +245,8 @@ class AgentClient:
         }
         if credentials is not None:
             headers["Authorization"] = _basic(endpoint, *credentials)
+        if if_none_match:
+            headers["If-None-Match"] = if_none_match
         answer_timeout = self._timeout + wait
         started = time.monotonic()
         connection = self._connect(url)
@@ -251,6 +258,8 @@ class AgentClient:
             body = response.read(MAX_ANSWER_BYTES + 1)
             status = response.status
             content_type = response.getheader("Content-Type") or "no Content-Type"
+            if seen is not None:
+                seen["etag"] = response.getheader("ETag") or ""
         except TimeoutError as e:
             raise AgentUnavailableError(url, f"no answer within {answer_timeout:g} s") from e
         except ConnectionError as e:
@@ -270,6 +279,8 @@ class AgentClient:
         )
         if len(body) > MAX_ANSWER_BYTES:
             raise ProtocolError(endpoint, f"answer larger than {MAX_ANSWER_BYTES} bytes")
+        if status == 304 and if_none_match:
+            return NOT_MODIFIED
         if status != 200:
             self._raise_for_status(endpoint, status, body.decode("utf-8", "replace"), package)
         try:
@@ -369,6 +380,25 @@ class AgentClient:
             ProtocolError: not an array of package dicts.
             BridgeError: any other of `_get`'s errors.
         """
+        found, _ = self.packages_if_changed(session, None, query=query, latest=latest)
+        assert found is not None
+        return found
+
+    def packages_if_changed(
+        self,
+        session: Session | None,
+        etag: str | None,
+        *,
+        query: str | None = None,
+        latest: bool = True,
+    ) -> tuple[list[AgentPackage] | None, str | None]:
+        """`packages`, unless the answer is still the one tagged `etag`: then (None, etag).
+
+        Comptoir's agent tags its answers; WAPT's does not, and always answers in full.
+
+        Raises:
+            as `packages`.
+        """
         endpoint = "/packages.json"
         shifted = self._shifted_columns()
         params: dict[str, str] = {}
@@ -376,11 +406,21 @@ class AgentClient:
             params["q"] = query
         if latest:
             params["latest"] = "1"
-        data = self._get(endpoint, params, credentials=self._credentials(session))
-        return [
+        seen: dict[str, str] = {}
+        data = self._get(
+            endpoint,
+            params,
+            credentials=self._credentials(session),
+            if_none_match=etag,
+            seen=seen,
+        )
+        if data is NOT_MODIFIED:
+            return None, etag
+        rows = [
             AgentPackage.from_json(row, endpoint=endpoint, shifted_columns=shifted)
             for row in self._list(endpoint, data)
         ]
+        return rows, seen.get("etag") or None
 
     def status(self) -> list[InstalledPackage]:
         """`/status.json`: the packages installed on this host (or whose install failed).

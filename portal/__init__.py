@@ -19,6 +19,7 @@ from flask import Flask, request
 from agent_bridge.client import AgentClient
 from portal import auth, catalog, errors, health, i18n, security
 from portal.board import TaskBoard
+from portal.cards import render_cards
 from portal.sessions import Clock, ServerSessionInterface, SessionStore
 from portal.settings import (
     CONFIG_ENV,
@@ -132,7 +133,7 @@ def create_app(
     @app.context_processor
     def layout() -> dict[str, Any]:
         # csrf_token() and current_user come from Flask-WTF and flask-login
-        return {"htmx_config": HTMX_CONFIG, "back_url": _back_url}
+        return {"htmx_config": HTMX_CONFIG, "back_url": _back_url, "render_cards": render_cards}
 
     return app
 

@@ -19,13 +19,15 @@ user's session record, and return plain view models for the templates.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import re
 import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from agent_bridge.client import AgentClient
@@ -178,6 +180,9 @@ def display_name(package: AgentPackage) -> str:
     return package.name.strip() or package.package
 
 
+SEARCHES_KEPT = 256
+
+
 @dataclass(frozen=True)
 class Catalog:
     """The packages a user may see, sorted by display name, with what search needs."""
@@ -187,10 +192,21 @@ class Catalog:
     categories: tuple[str, ...]
     signature: tuple[tuple[int, str], ...]
     fetched_at: float
+    #: package name -> display name, for the status box
+    titles: Mapping[str, str] = field(default_factory=dict)
+    #: recent searches: (query, category) -> result; a catalog is rebuilt, never changed
+    searches: dict[tuple[str, str], list[AgentPackage]] = field(default_factory=dict)
+    #: the agent's tag for the answer this catalog was built from
+    etag: str | None = None
 
     @classmethod
     def build(
-        cls, packages: Iterable[AgentPackage], *, signature: tuple[tuple[int, str], ...], now: float
+        cls,
+        packages: Iterable[AgentPackage],
+        *,
+        signature: tuple[tuple[int, str], ...],
+        now: float,
+        etag: str | None = None,
     ) -> Catalog:
         ordered = tuple(sorted(packages, key=lambda p: (fold(display_name(p)), p.package)))
         search_text = {
@@ -212,24 +228,34 @@ class Catalog:
         categories = tuple(
             sorted({c for p in ordered for c in p.categories if c.strip()}, key=fold)
         )
-        return cls(ordered, search_text, categories, signature, now)
+        titles = {p.package: display_name(p) for p in ordered}
+        return cls(ordered, search_text, categories, signature, now, titles, {}, etag)
 
     def get(self, name: str) -> AgentPackage | None:
-        for package in self.packages:
-            if package.package == name:
-                return package
-        return None
+        return self._by_name.get(name)
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, AgentPackage]:
+        return {p.package: p for p in self.packages}
 
     def search(self, query: str = "", category: str = "") -> list[AgentPackage]:
         """Packages whose text holds every word of `query` (accents and case ignored), in
         `category` when one is given."""
         words = fold(query).split()
-        return [
+        key = (" ".join(words), category)
+        found = self.searches.get(key)
+        if found is not None:
+            return found
+        found = [
             p
             for p in self.packages
             if (not category or category in p.categories)
             and all(word in self.search_text[p.package] for word in words)
         ]
+        if len(self.searches) >= SEARCHES_KEPT:
+            self.searches.clear()
+        self.searches[key] = found
+        return found
 
 
 @dataclass(frozen=True)
@@ -361,23 +387,37 @@ class UserBoard:
         """The user's catalog: the cached one, unless it is old or a task changed state."""
         tasks = self.tasks() if tasks is None else tasks
         signature = self._signature(tasks)
-        # One rebuild at a time per session: when the cache expires, the requests in flight
-        # wait for the one rebuilding it instead of each asking the agent for everything.
+        # One rebuild at a time per session, and the others meanwhile keep the catalog that
+        # just expired (when no task of the user's changed): no request waits for it.
         lock: threading.Lock = self.record.cache.setdefault("catalog_lock", threading.Lock())
-        with lock:
-            now = self.clock()
+        kept = self.record.cache.get("catalog")
+        previous = kept if isinstance(kept, Catalog) and kept.signature == signature else None
+        if previous is not None and self.clock() - previous.fetched_at < self.cache_seconds:
+            return previous
+        if not lock.acquire(blocking=previous is None):
+            assert previous is not None
+            return previous
+        try:
             cached = self.record.cache.get("catalog")
+            now = self.clock()
             if (
                 isinstance(cached, Catalog)
                 and cached.signature == signature
                 and now - cached.fetched_at < self.cache_seconds
             ):
                 return cached
-            catalog = Catalog.build(
-                self.client.packages(self.session), signature=signature, now=now
-            )
+            # Ask the agent for the list only if it changed since the one we hold.
+            etag = previous.etag if previous is not None else None
+            packages, etag = self.client.packages_if_changed(self.session, etag)
+            if packages is None and previous is not None:
+                catalog = dataclasses.replace(previous, fetched_at=now)
+            else:
+                assert packages is not None
+                catalog = Catalog.build(packages, signature=signature, now=now, etag=etag)
             self.record.cache["catalog"] = catalog
             return catalog
+        finally:
+            lock.release()
 
     def cards(
         self, packages: Sequence[AgentPackage], tasks: Mapping[int, Task] | None = None
@@ -430,7 +470,7 @@ class UserBoard:
         catalog = self.record.cache.get("catalog")  # titles need not be fresh
         if not isinstance(catalog, Catalog):
             catalog = self.catalog(tasks=tasks)
-        titles = {p.package: display_name(p) for p in catalog.packages}
+        titles = catalog.titles
         positions = self._positions(tasks)
         own_ids = self._own_ids()
         items: list[TaskItem] = []

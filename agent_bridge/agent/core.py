@@ -9,6 +9,7 @@ self-service rules.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import platform
 import re
@@ -140,7 +141,7 @@ class Agent:
         self._last_update: dict[str, Any] | None = None
         self._timer: threading.Timer | None = None
         self._catalog_generation = 0
-        self._answers: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._answers: OrderedDict[tuple[Any, ...], tuple[bytes, str]] = OrderedDict()
         self._stopping = threading.Event()
 
     # -- life cycle --------------------------------------------------------------------------
@@ -340,11 +341,14 @@ class Agent:
                 result.append(row)
         return result
 
-    def package_json(self, identity: Identity, *, query: str | None, mode: str) -> bytes:
+    def package_json(
+        self, identity: Identity, *, query: str | None, mode: str
+    ) -> tuple[bytes, str]:
         """`package_dicts` as JSON bytes, cached until the catalog or the installed state changes.
 
         A teacher's portal asks for the same list again and again; a catalog of 5,000 packages
-        takes tens of milliseconds to build and encode, a cached answer none.
+        takes tens of milliseconds to build and encode, a cached answer none. Returns the body
+        and its entity tag, so that a client can ask "only if it changed".
         """
         try:
             state_stamp = self.config.state_file.stat().st_mtime_ns
@@ -363,11 +367,12 @@ class Agent:
                 self._answers.move_to_end(key)
                 return cached
         body = orjson.dumps(self.package_dicts(identity, query=query, mode=mode))
+        answer = (body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
         with self._lock:
-            self._answers[key] = body
+            self._answers[key] = answer
             while len(self._answers) > ANSWER_CACHE_SIZE:
                 self._answers.popitem(last=False)
-        return body
+        return answer
 
     def _package_dict(self, item: CatalogEntry, record: InstalledRecord | None) -> dict[str, Any]:
         # Leaner than WAPT's rows, for catalogs of thousands: no signature (the agent checked

@@ -157,8 +157,10 @@ def create_app(agent: Agent) -> Flask:
             mode = "latest"
         else:
             mode = "default"
-        body = agent.package_json(identity(), query=request.args.get("q"), mode=mode)
-        return Response(body, mimetype="application/json")
+        body, etag = agent.package_json(identity(), query=request.args.get("q"), mode=mode)
+        if etag in request.headers.get("If-None-Match", ""):
+            return Response(status=304, headers={"ETag": etag})
+        return Response(body, mimetype="application/json", headers={"ETag": etag})
 
     @app.get("/install.json")
     @authenticated
