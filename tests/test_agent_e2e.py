@@ -236,3 +236,13 @@ def test_only_loopback_peers_are_served(tmp_path: Path) -> None:
     for peer in ("10.1.2.3", "192.168.0.7", "8.8.8.8", "::ffff:10.0.0.1"):
         answer = client.get("/login", environ_base={"REMOTE_ADDR": peer})
         assert answer.status_code == 403, peer
+
+
+def test_the_catalog_is_sent_again_only_when_it_changed(site: Site) -> None:
+    alice = site.login("alice")
+    first, etag = site.client.packages_if_changed(alice, None)
+    assert first and etag
+    again, same = site.client.packages_if_changed(alice, etag)
+    assert again is None and same == etag, "unchanged: 304, nothing to parse"
+    bob_rows, bob_etag = site.client.packages_if_changed(site.login("bob"), etag)
+    assert bob_rows is not None and bob_etag != etag, "another user's list is another answer"
