@@ -161,12 +161,9 @@ def build_noop_repository(directory: Path, count: int) -> list[str]:
 
 
 def write_accounts(path: Path) -> None:
-    from agent_bridge.agent.auth import hash_password
+    from agent_bridge.agent.auth import write_accounts_file
 
-    path.write_text(
-        f'[accounts.{ADMIN}]\npassword = "{hash_password(PASSWORD)}"\ngroups = ["{ADMIN_GROUP}"]\n',
-        "utf-8",
-    )
+    write_accounts_file(path, {ADMIN: (PASSWORD, ADMIN, [ADMIN_GROUP])})
 
 
 def free_port() -> int:

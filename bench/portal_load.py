@@ -171,16 +171,15 @@ def build_rules(root: Path, granted: Sequence[str]) -> tuple[Path, Path]:
 
 def write_accounts(path: Path) -> None:
     """The admin of `agent_latency` and a teacher, with the same throwaway password."""
-    from agent_bridge.agent.auth import hash_password
+    from agent_bridge.agent.auth import write_accounts_file
 
-    accounts = {agent_latency.ADMIN: agent_latency.ADMIN_GROUP, TEACHER: TEACHER_GROUP}
-    path.write_text(
-        "".join(
-            f'[accounts.{user}]\npassword = "{hash_password(agent_latency.PASSWORD)}"\n'
-            f'groups = ["{group}"]\n\n'
-            for user, group in accounts.items()
-        ),
-        "utf-8",
+    password = agent_latency.PASSWORD
+    write_accounts_file(
+        path,
+        {
+            agent_latency.ADMIN: (password, agent_latency.ADMIN, [agent_latency.ADMIN_GROUP]),
+            TEACHER: (password, TEACHER, [TEACHER_GROUP]),
+        },
     )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from agent_bridge.agent.auth import write_accounts_file
 from comptoir.common import fails_cleanly
 from comptoir.demo_site import (
     AGENT_PORT,
@@ -29,7 +30,6 @@ from comptoir.demo_site import (
     open_window,
     running_agent,
     running_portal,
-    write_accounts,
     write_agent_config,
 )
 from wapt.control import PackageEntry, format_control
@@ -382,7 +382,7 @@ def demo(root: Path, serve: bool, check: bool, agent_port: int, portal_port: int
 
 def serve_demo(root: Path, *, agent_port: int, portal_port: int, check: bool) -> None:
     """Run the agent and the portal over the demo repository (see `comptoir.demo_site`)."""
-    write_accounts(root / "accounts.toml", DEMO_ACCOUNTS)
+    write_accounts_file(root / "accounts.toml", DEMO_ACCOUNTS)
     config = write_agent_config(root, DEMO_HOST, agent_port)
     click.echo("\nStarting the agent…")
     with running_agent(root, config, agent_port) as agent:

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent_bridge.agent.auth import hash_password
 from agent_bridge.client import AgentClient
 
 AGENT_PORT = 18088
@@ -29,21 +28,6 @@ class DemoSite:
     root: Path
     agent_url: str
     portal_url: str
-
-
-def write_accounts(path: Path, accounts: dict[str, tuple[str, str, tuple[str, ...]]]) -> None:
-    """The agent's local accounts file for the demo users (passwords hashed with scrypt)."""
-    lines = []
-    for user, (password, display_name, groups) in accounts.items():
-        quoted = ", ".join(f'"{g}"' for g in groups)
-        lines += [
-            f"[accounts.{user}]",
-            f'password = "{hash_password(password)}"',
-            f"groups = [{quoted}]",
-            f'display_name = "{display_name}"',
-            "",
-        ]
-    path.write_text("\n".join(lines), "utf-8")
 
 
 def write_agent_config(root: Path, host: str, port: int) -> Path:

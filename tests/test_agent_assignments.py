@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_bridge.agent.auth import hash_password
+from agent_bridge.agent.auth import write_accounts_file
 from agent_bridge.agent.host import compute_pending
 from agent_bridge.agent.rules import RulesError, granted_packages, merge_rules, parse_rules
 from agent_bridge.client import AgentClient
@@ -116,9 +116,7 @@ def test_assignments_end_to_end(tmp_path: Path) -> None:
     installed = tmp_path / "installed"
     installed.mkdir()
     accounts = tmp_path / "accounts.toml"
-    accounts.write_text(
-        f'[accounts.admin]\npassword = "{hash_password("pw")}"\ngroups = ["waptselfservice"]\n'
-    )
+    write_accounts_file(accounts, {"admin": ("pw", "Admin", ["waptselfservice"])})
 
     with serve_directory(repo) as url:
         port = free_port()

@@ -780,3 +780,14 @@ def test_unsafe_or_truncated_secret_is_refused(
 
     with pytest.raises(AuthConfigError, match=message):
         load_or_create_secret(path)
+
+
+def test_write_accounts_file_round_trips(tmp_path: Path) -> None:
+    from agent_bridge.agent.auth import write_accounts_file
+
+    path = tmp_path / "accounts.toml"
+    write_accounts_file(path, {'jean "le" prof': ("s3cret", "Jean", ["profs", "é"])})
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert "s3cret" not in path.read_text("utf-8")
+    identity = LocalAccounts.from_file(path).authenticate('jean "le" prof', "s3cret")
+    assert identity.groups == frozenset({"profs", "é"}) and identity.display_name == "Jean"

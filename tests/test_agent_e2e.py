@@ -213,14 +213,14 @@ def test_command_line_through_the_bridge(site: Site) -> None:
 
 def test_only_loopback_peers_are_served(tmp_path: Path) -> None:
     """The service itself refuses other peers (checked in-process: no traffic leaves loopback)."""
-    from agent_bridge.agent.auth import hash_password
+    from agent_bridge.agent.auth import write_accounts_file
     from agent_bridge.agent.config import load_config
     from agent_bridge.agent.core import Agent
     from agent_bridge.agent.service import create_app
     from tests.helpers import PKI
 
     accounts = tmp_path / "accounts.toml"
-    accounts.write_text(f'[accounts.x]\npassword = "{hash_password("pw")}"\ngroups = []\n')
+    write_accounts_file(accounts, {"x": ("pw", "X", [])})
     config = load_config(
         None,
         environ={},

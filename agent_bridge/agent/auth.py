@@ -24,12 +24,13 @@ import binascii
 import functools
 import hashlib
 import hmac
+import json
 import logging
 import math
 import secrets
 import threading
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -588,6 +589,24 @@ class _Scrypt:
             dklen=len(self.key),
         )
         return hmac.compare_digest(derived, self.key)
+
+
+def write_accounts_file(path: Path, accounts: Mapping[str, tuple[str, str, Iterable[str]]]) -> None:
+    """Write a local accounts file (the format `LocalAccounts.from_file` reads).
+
+    `accounts` maps a user name to (password, display name, groups); passwords are stored
+    hashed. The file is written atomically, mode 0600.
+    """
+    lines = []
+    for user, (password, display_name, groups) in accounts.items():
+        lines += [
+            f"[accounts.{json.dumps(user)}]",
+            f"password = {json.dumps(hash_password(password))}",
+            f"groups = {json.dumps(list(groups))}",
+            f"display_name = {json.dumps(display_name)}",
+            "",
+        ]
+    fsutil.write_atomic(path, "\n".join(lines).encode("utf-8"), mode=0o600)
 
 
 def hash_password(password: str) -> str:
