@@ -13,7 +13,9 @@ PYTHON=${PYTHON:-python3}
 # xvfb xauth: a virtual screen for the kiosk window tests
 # wrk: the load tool of the benchmarks
 # dosfstools mtools: a real FAT32 image for the USB bundle tests
-APT_PACKAGES=(libldap-dev libsasl2-dev slapd ldap-utils chromium xvfb xauth wrk dosfstools mtools)
+# libxcb-icccm4 libxcb-keysyms1: the Qt libraries missing for a real X window (kiosk, shutdown)
+APT_PACKAGES=(libldap-dev libsasl2-dev slapd ldap-utils chromium xvfb xauth wrk dosfstools mtools
+    libxcb-icccm4 libxcb-keysyms1)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
