@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from tinydb import TinyDB
 from tinydb.storages import Storage
+from tinydb.table import Table
 
 from wapt.fsutil import write_atomic
 
@@ -46,7 +47,7 @@ def _stamp(info: os.stat_result) -> _Stamp:
     return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-class DurableJSONStorage(Storage):  # type: ignore[misc]
+class DurableJSONStorage(Storage):
     """A TinyDB storage: one JSON file, cached in memory, replaced atomically on each write."""
 
     def __init__(self, path: str | Path, *, mode: int = 0o600) -> None:
@@ -99,9 +100,33 @@ class DurableJSONStorage(Storage):  # type: ignore[misc]
         self._data, self._stamp = None, None
 
 
+class _SharedTable(Table):
+    """A table that another process may have written since we last looked.
+
+    TinyDB remembers the next document id and the results of queries; both go stale when
+    another process replaces the file. Ids are recomputed from the data at each insert (the
+    insert rewrites the file anyway), and query results are not cached.
+    """
+
+    def __init__(self, storage: Storage, name: str, cache_size: int = 0) -> None:
+        super().__init__(storage, name, cache_size=0)
+
+    def _get_next_id(self) -> int:
+        self._next_id = None
+        return int(super()._get_next_id())  # type: ignore[no-untyped-call]
+
+
+class _SharedTinyDB(TinyDB):
+    table_class = _SharedTable  # type: ignore[assignment]
+
+
 def open_db(path: Path) -> TinyDB:
-    """Open (or prepare to create) the TinyDB file at `path` with the durable storage."""
-    return TinyDB(path, storage=DurableJSONStorage)
+    """Open (or prepare to create) the TinyDB file at `path` with the durable storage.
+
+    Read-modify-writes that another process may run at the same time go inside
+    `transaction(path)`.
+    """
+    return _SharedTinyDB(path, storage=DurableJSONStorage)
 
 
 _thread_locks: dict[Path, threading.RLock] = {}
