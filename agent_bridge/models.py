@@ -50,6 +50,7 @@ __all__ = [
     "PackageState",
     "PendingActions",
     "Session",
+    "ShutdownItem",
     "Task",
     "TaskList",
     "TaskListName",
@@ -878,7 +879,50 @@ class PendingActions:
     at_shutdown: tuple[str, ...] = ()
 
 
-_UPGRADES_KEYS: Final = ("date", "upgrades", "errors", "running_tasks", "pending_tasks", "pending")
+@dataclass(frozen=True)
+class ShutdownItem:
+    """Comptoir's agent only: one package the machine keeps for the shutdown run.
+
+    `request` is e.g. ``tis-heavy(=1-1)``; `deadline` the time (UTC text ending in ``Z``) by
+    which it must be installed, or None; `impacted_process` the applications its install closes.
+    """
+
+    request: str
+    package: str
+    deadline: str | None
+    impacted_process: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, data: object, *, endpoint: str) -> ShutdownItem:
+        """Parse `{"request", "package", "deadline", "impacted_process"}`.
+
+        Raises:
+            ProtocolError: not an object, a key missing, a value of the wrong type.
+        """
+        fields = _Fields(data, endpoint=endpoint, what="at_shutdown item")
+        return cls(
+            request=fields.string("request"),
+            package=fields.string("package"),
+            deadline=fields.nullable("deadline", required=False),
+            impacted_process=fields.strings("impacted_process", required=False),
+        )
+
+
+_UPGRADES_KEYS: Final = (
+    "date",
+    "upgrades",
+    "errors",
+    "running_tasks",
+    "pending_tasks",
+    "pending",
+    "at_shutdown",
+    "impacted_process",
+)
+
+
+def _impacted(data: object, *, endpoint: str) -> Mapping[str, tuple[str, ...]]:
+    fields = _Fields(data, endpoint=endpoint, what="upgrades: impacted_process")
+    return MappingProxyType({name: fields.strings(name) for name in fields.data})
 
 
 @dataclass(frozen=True)
@@ -896,6 +940,12 @@ class Upgrades:
     pending_tasks: tuple[Task, ...]
     pending: PendingActions
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: Comptoir's agent only: the shutdown items with their deadlines (empty from WAPT's)
+    shutdown_items: tuple[ShutdownItem, ...] = ()
+    #: Comptoir's agent only: package name -> processes its install closes
+    impacted_process: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     @classmethod
     def from_json(cls, data: object, *, endpoint: str) -> Upgrades:
@@ -928,9 +978,19 @@ class Upgrades:
                 ),
             ),
             extra=fields.others(_UPGRADES_KEYS),
+            shutdown_items=tuple(
+                ShutdownItem.from_json(item, endpoint=endpoint)
+                for item in fields.array("at_shutdown", required=False)
+            ),
+            impacted_process=_impacted(fields.data.get("impacted_process", {}), endpoint=endpoint),
         )
 
     @property
     def has_work(self) -> bool:
         """True when an upgrade would do something or a task is running (waptexit's test)."""
         return bool(self.upgrades or self.pending.remove or self.running_tasks)
+
+    @property
+    def has_shutdown_work(self) -> bool:
+        """`has_work`, or something kept for the shutdown run (Comptoir's agent)."""
+        return self.has_work or bool(self.pending.at_shutdown)

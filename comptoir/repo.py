@@ -1,4 +1,5 @@
-"""`comptoir repo`: scan a directory of packages into a `Packages` index; show an index."""
+"""`comptoir repo`: scan a directory of packages into a `Packages` index; show an index; keep a
+site mirror in step with the académie repository (`sync`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from typing import Any
 
 import click
 
+from comptoir.bundle import BytesProgressBar, host_profiles, profile_options, site_requests
 from comptoir.common import ProgressBar, emit_json, fails_cleanly
+from usb_bundler.sync import (
+    parse_rate,
+    parse_schedule,
+    read_requests_file,
+    sync_repository,
+)
 from wapt.control import PackageEntry
 from wapt.repository import load_index, scan_repository
 from wapt.trust import TrustStore
@@ -90,3 +98,108 @@ def show_command(location: str, trusted: Path, as_json: bool, timeout: float) ->
     for d in index.discarded:
         click.echo(f"DISCARDED {d.entry.filename or d.entry.package}: {d.reason}", err=True)
     click.echo(f"{len(index.entries)} accepted, {len(index.discarded)} discarded")
+
+
+@repo.command("sync")
+@click.option("--from", "upstream", required=True, help="The académie repository (http(s) URL).")
+@click.option("--to", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--trusted",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Trusted certificates: the index and every downloaded package are verified.",
+)
+@click.option("--package", "packages", multiple=True, help="A package (with dependencies).")
+@click.option("--group", "groups", multiple=True, help="A group package (with its members).")
+@click.option(
+    "--requests",
+    "requests_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File of requests, one a line (`group:NAME` for a group).",
+)
+@click.option(
+    "--site-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The site server's portal settings: also mirror every package assigned or published.",
+)
+@click.option("--max-rate", help="Bandwidth cap in bytes per second, e.g. 2M or 500K.")
+@click.option(
+    "--window",
+    "windows",
+    multiple=True,
+    help="When bytes may move, e.g. 22:00-06:00 or 'sat,sun 00:00-24:00' (repeatable).",
+)
+@click.option("--days", help="Days of the windows that name none, e.g. mon-fri or sat,sun.")
+@click.option("--wait", is_flag=True, help="Outside the window, wait for it instead of exiting.")
+@profile_options
+@click.option("--timeout", default=60.0, show_default=True, help="HTTP time-out in seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+@fails_cleanly
+def sync_command(
+    upstream: str,
+    dest: Path,
+    trusted: Path,
+    packages: tuple[str, ...],
+    groups: tuple[str, ...],
+    requests_file: Path | None,
+    site_config: Path | None,
+    max_rate: str | None,
+    windows: tuple[str, ...],
+    days: str | None,
+    wait: bool,
+    architectures: tuple[str, ...],
+    maturities: tuple[str, ...],
+    locales: tuple[str, ...],
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Mirror into --to the packages this site needs from --from: only changed bytes, resumable,
+    verified, switched over atomically."""
+    wanted_packages, wanted_groups = list(packages), list(groups)
+    if requests_file is not None:
+        more_packages, more_groups = read_requests_file(requests_file)
+        wanted_packages += more_packages
+        wanted_groups += more_groups
+    if site_config is not None:
+        wanted_packages += site_requests(site_config)
+    if not wanted_packages and not wanted_groups:
+        raise click.UsageError(
+            "give at least one --package, --group, --requests file or --site-config with "
+            "assignments or catalogs"
+        )
+    profiles = host_profiles(architectures, maturities, locales)
+    bar = BytesProgressBar("Downloading")
+    with bar:
+        result = sync_repository(
+            upstream,
+            dest,
+            TrustStore.from_path(trusted),
+            packages=wanted_packages,
+            groups=wanted_groups,
+            profiles=profiles,
+            max_rate=parse_rate(max_rate) if max_rate else None,
+            schedule=parse_schedule(windows, days),
+            wait=wait,
+            timeout=timeout,
+            progress=bar.progress,
+            notice=lambda message: click.echo(message, err=True),
+        )
+    if as_json:
+        emit_json(
+            {
+                "path": str(result.path),
+                "packages": result.packages,
+                "downloaded": result.downloaded,
+                "unchanged": result.unchanged,
+                "removed": result.removed,
+                "bytes_downloaded": result.bytes_downloaded,
+                "bytes_resumed": result.bytes_resumed,
+                "switched": result.switched,
+            }
+        )
+        return
+    click.echo(
+        f"{dest}: {len(result.packages)} packages ({len(result.downloaded)} downloaded, "
+        f"{result.bytes_downloaded / 1024**2:,.1f} MiB; {len(result.unchanged)} unchanged; "
+        f"{len(result.removed)} removed)" + ("" if result.switched else "; index unchanged")
+    )

@@ -418,3 +418,24 @@ def test_round_trip_through_a_real_fat32_image(
     back = get()
     verified = verify_bundle(back, site_keys.root)
     assert verified.targets_version == 2 and verified.warnings == ()
+
+
+def test_kiosk_links_inside_the_folder_go_onto_the_stick_as_copies(tmp_path: Path) -> None:
+    build = tmp_path / "comptoir-kiosk"
+    (build / "_internal" / "PyQt6").mkdir(parents=True)
+    (build / "_internal" / "PyQt6" / "libQt6Core.so.6").write_bytes(b"ELF core")
+    (build / "_internal" / "libQt6Core.so.6").symlink_to("PyQt6/libQt6Core.so.6")
+    (build / "comptoir-kiosk").write_bytes(b"ELF kiosk")
+    files = {f.filename: f for f in bundle_writer.kiosk_files(build)}
+    link = files["comptoir-kiosk/_internal/libQt6Core.so.6"]
+    assert link.location == (build / "_internal" / "PyQt6" / "libQt6Core.so.6").resolve()
+    assert link.size == len(b"ELF core")
+    assert len(files) == 3
+
+    (tmp_path / "outside").write_bytes(b"secret")
+    (build / "escape").symlink_to(tmp_path / "outside")
+    (build / "loop-dir").symlink_to("_internal", target_is_directory=True)
+    os.mkfifo(build / "pipe")
+    with pytest.raises(BundleFilesystemError, match="links out of the folder") as refused:
+        bundle_writer.kiosk_files(build)
+    assert all(name in str(refused.value) for name in ("escape", "loop-dir", "pipe"))

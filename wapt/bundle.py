@@ -189,6 +189,8 @@ class BundleInfo:
     technician_pin: Mapping[str, Any] | None = None
     #: paths that left the bundle at this write (removed by the writer once it commits)
     retired: tuple[str, ...] = ()
+    #: the site's published catalogs it carries: name, title, description, packages
+    catalogs: tuple[Mapping[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -200,6 +202,7 @@ class BundleInfo:
             "packages": list(self.packages),
             "technician_pin": dict(self.technician_pin) if self.technician_pin else None,
             "retired": list(self.retired),
+            "catalogs": [dict(c) for c in self.catalogs],
         }
 
     @classmethod
@@ -217,6 +220,7 @@ class BundleInfo:
                 packages=tuple(_str(p) for p in data["packages"]),
                 technician_pin=dict(pin) if isinstance(pin, dict) else None,
                 retired=tuple(_str(p) for p in data.get("retired", [])),
+                catalogs=tuple(dict(c) for c in data.get("catalogs", []) if isinstance(c, dict)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise BundleMetadataError(
@@ -939,7 +943,9 @@ class _Verification:
         return result
 
     def _check_files(self, targets: Mapping[str, TargetInfo], *, small_only: bool) -> None:
-        chosen = [t for t in targets.values() if not (small_only and t.kind == "package")]
+        # an agent loading a stick checks the small files now, packages as it copies them, and
+        # never the kiosk's (it does not run them)
+        chosen = [t for t in targets.values() if not small_only or t.kind in ("index", "icon")]
         workers = min(2, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers) as pool:
             digests = list(pool.map(self._check_file, chosen))

@@ -10,7 +10,10 @@ are checked as they are copied into the cache: length and sha256 from the signed
 the MD5 of the index. Nothing needs the network.
 
 `find_bundles` lists the sticks that hold a bundle: under /media and /run/media on Linux, on
-every drive letter on Windows, plus any paths given.
+every drive letter on Windows, plus any paths given. `DetectedBundles` is the source of every
+stick found there (`[usb] detect = true`): each is verified as a `BundleSource` with the bundle
+root of the agent's configuration, its packages are offered while it is inserted, and no longer
+once it is pulled out; `StickWatcher` notices both and asks the agent to refresh its catalog.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import hashlib
 import os
 import string
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from agent_bridge.agent.config import MOUNT_PATTERNS, UsbConfig
 from agent_bridge.agent.sources import Progress, SourceError, SourceIndex
 from wapt.bundle import (
     ICONS_DIR,
@@ -36,15 +40,13 @@ from wapt.bundle import (
 from wapt.control import PackageEntry
 from wapt.errors import BundleError, BundleVerificationError, WaptError
 from wapt.fsutil import write_atomic
-from wapt.repository import read_index
-from wapt.trust import TrustStore
+from wapt.repository import Discarded, Index, read_index
+from wapt.trust import Certificate, TrustStore
 
 CHUNK = 1024 * 1024
 MAX_ICON = 1024 * 1024
 MAX_SIZE_INDEX = 256 * 1024 * 1024
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-#: where desktops mount removable media: /media/<user>/<label>, /media/<label>, /run/media/…
-MOUNT_PATTERNS = ("/media/*", "/media/*/*", "/run/media/*/*")
 
 _state_lock = threading.Lock()
 
@@ -273,4 +275,163 @@ def _matches(path: Path, target: TargetInfo) -> bool:
     return sha.hexdigest() == target.sha256
 
 
-__all__ = ["BundleSource", "find_bundles"]
+class DetectedBundles:
+    """The bundles on the sticks inserted now, found under the configured mount roots.
+
+    Each stick is a `BundleSource` verified with the agent's configured bundle root. Loading
+    the index looks for sticks again: a stick pulled out is no longer offered, a new one is.
+    A refused stick is reported (the message says what to do) and the others are still offered.
+    """
+
+    def __init__(self, usb: UsbConfig, cache_dir: Path, state_file: Path) -> None:
+        assert usb.bundle_root is not None
+        self.name = "usb"
+        self.location = "usb:" + ",".join(usb.roots)
+        self.maturities: tuple[str, ...] | None = None
+        self.usb = usb
+        self.cache_dir = cache_dir
+        self.state_file = state_file
+        self._lock = threading.Lock()
+        #: the sticks that verified at the last load, by directory
+        self._inserted: dict[Path, BundleSource] = {}
+        self._by_filename: dict[str, BundleSource] = {}
+
+    def find(self) -> list[Path]:
+        """Directories under the configured roots that hold a bundle now."""
+        return find_bundles(patterns=self.usb.roots, drive_letters=self.usb.drive_letters)
+
+    def fingerprint(self) -> tuple[tuple[str, int], ...]:
+        """What changes when a stick is inserted, pulled out or rewritten (cheap: no reads)."""
+        marks = []
+        for path in self.find():
+            try:
+                mark = (path / METADATA_DIR / "timestamp.json").stat().st_mtime_ns
+            except OSError:
+                mark = 0
+            marks.append((str(path), mark))
+        return tuple(marks)
+
+    def inserted(self) -> list[Path]:
+        """The sticks whose bundle verified at the last load and that are still there."""
+        with self._lock:
+            return [p for p in self._inserted if (p / METADATA_DIR).is_dir()]
+
+    def load_index(self, trust: TrustStore, *, at: datetime | None = None) -> SourceIndex:
+        """Every inserted stick's verified index, merged (the first stick wins a file name).
+
+        Raises:
+            SourceError: sticks were found and every one was refused; lists each reason.
+        """
+        entries: list[PackageEntry] = []
+        discarded: list[Discarded] = []
+        certificates: dict[str, Certificate] = {}
+        refused: list[str] = []
+        warnings: list[str] = []
+        inserted: dict[Path, BundleSource] = {}
+        by_filename: dict[str, BundleSource] = {}
+        with self._lock:
+            known = dict(self._inserted)
+        for path in self.find():
+            source = known.get(path) or BundleSource(
+                f"USB stick {path}",
+                path,
+                self.usb.bundle_root or Path(),
+                self.cache_dir,
+                self.state_file,
+            )
+            try:
+                loaded = source.load_index(trust, at=at)
+            except SourceError as e:
+                refused.append(str(e))
+                continue
+            inserted[path] = source
+            if loaded.warning:
+                warnings.append(f"{source.name}: {loaded.warning}")
+            certificates.update(loaded.index.certificates)
+            discarded.extend(loaded.index.discarded)
+            for entry in loaded.index.entries:
+                if entry.filename not in by_filename:
+                    by_filename[entry.filename] = source
+                    entries.append(entry)
+        with self._lock:
+            self._inserted, self._by_filename = inserted, by_filename
+        if refused and not inserted:
+            raise SourceError("; ".join(refused))
+        index = Index(self.location, entries, discarded, certificates)
+        return SourceIndex(index, warning="; ".join(refused + warnings) or None)
+
+    def cached_index(self, trust: TrustStore) -> SourceIndex | None:
+        """Sticks are local: what is inserted now (None if every stick found is refused)."""
+        try:
+            return self.load_index(trust)
+        except SourceError:
+            return None
+
+    def fetch(self, entry: PackageEntry, progress: Progress | None = None) -> Path:
+        """Copy `entry`'s file from the stick that offered it (see `BundleSource.fetch`).
+
+        Raises:
+            SourceError: that stick was pulled out, or its file does not match.
+        """
+        with self._lock:
+            source = self._by_filename.get(entry.filename)
+        if source is None or not (source.path / METADATA_DIR).is_dir():
+            raise SourceError(
+                f"{entry.filename}: the USB stick that offered it was pulled out; insert it "
+                "again and retry"
+            )
+        return source.fetch(entry, progress)
+
+    def fetch_icon(self, package_uuid: str) -> bytes | None:
+        with self._lock:
+            sources = list(self._inserted.values())
+        for source in sources:
+            icon = source.fetch_icon(package_uuid)
+            if icon is not None:
+                return icon
+        return None
+
+
+class StickWatcher:
+    """Calls `on_change` when the sticks holding a bundle change (inserted, pulled out,
+    rewritten), looking every `period` seconds on a daemon thread."""
+
+    def __init__(
+        self, source: DetectedBundles, on_change: Callable[[], object], period: float
+    ) -> None:
+        self.source = source
+        self.on_change = on_change
+        self.period = period
+        self._stop = threading.Event()
+        self._last = source.fingerprint()
+        self._thread = threading.Thread(target=self._run, name="usb-sticks", daemon=True)
+
+    def start(self) -> StickWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.period + 5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                now = self.source.fingerprint()
+            except OSError:  # a mount point that went away mid-look: look again next time
+                continue
+            if now != self._last:
+                self._last = now
+                self.on_change()
+
+
+def watch_sticks(sources: Iterable[object], on_change: Callable[[], object]) -> StickWatcher | None:
+    """Start a `StickWatcher` if one of `sources` detects sticks; None otherwise."""
+    for source in sources:
+        if isinstance(source, DetectedBundles):
+            return StickWatcher(source, on_change, source.usb.poll_seconds).start()
+    return None
+
+
+__all__ = ["BundleSource", "DetectedBundles", "StickWatcher", "find_bundles", "watch_sticks"]

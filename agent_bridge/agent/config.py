@@ -44,6 +44,40 @@ class RepositoryConfig:
 
 
 @dataclass(frozen=True)
+class SiteConfig:
+    """The site server this agent registers with and reports to (`[site]`)."""
+
+    url: str
+    #: file holding the site's enrolment secret (proof for the first registration)
+    enrolment_secret_file: Path
+    report_period_minutes: int = 60
+    #: first delay before retrying a report the site did not take; doubles up to the period
+    retry_seconds: float = 30.0
+    timeout: float = 30.0
+    #: CA bundle for HTTPS, None for the system's
+    ca_file: Path | None = None
+
+
+#: where desktops mount removable media: /media/<user>/<label>, /media/<label>, /run/media/…
+MOUNT_PATTERNS = ("/media/*", "/media/*/*", "/run/media/*/*")
+
+
+@dataclass(frozen=True)
+class UsbConfig:
+    """USB bundles found on sticks as they are inserted (`[usb]`)."""
+
+    detect: bool = False
+    #: root.json of the site's bundle keys: every stick is verified with it, never its own
+    bundle_root: Path | None = None
+    #: glob patterns of the directories where sticks are mounted
+    roots: tuple[str, ...] = MOUNT_PATTERNS
+    #: also look at drive letters (None: only on Windows)
+    drive_letters: bool | None = None
+    #: how often to look for sticks inserted or pulled out
+    poll_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """Everything the agent needs; see `docs/agent.md` for each key."""
 
@@ -66,6 +100,8 @@ class AgentConfig:
     token_lifetime: int = 86400
     install_env: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
+    site: SiteConfig | None = None
+    usb: UsbConfig = field(default_factory=UsbConfig)
 
     @property
     def state_file(self) -> Path:
@@ -82,6 +118,11 @@ class AgentConfig:
     @property
     def secret_file(self) -> Path:
         return self.data_dir / "private" / "secret_key"
+
+    @property
+    def host_key_file(self) -> Path:
+        """The host's Ed25519 key (its 32-byte seed, mode 0600): signs its reports."""
+        return self.data_dir / "private" / "host_key"
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], key: str, source: str) -> Any:
@@ -157,7 +198,15 @@ def _repository(raw: Any, index: int, source: str, base: Path) -> RepositoryConf
 _LDAP_KEYS = set(LdapSettings.__dataclass_fields__)
 
 
-def _ldap(raw: Any, source: str, base: Path) -> LdapSettings:
+def ldap_from_mapping(raw: Any, source: str, base: Path) -> LdapSettings:
+    """Build `LdapSettings` from an `[ldap]` table (the agent's and the site server's).
+
+    Relative `ca_file` paths are taken from `base`.
+
+    Raises:
+        ConfigError: not a table, an unknown, missing or ill-typed key, or settings that
+            `LdapSettings` refuses; the message names `source` and the key.
+    """
     _expect(raw, dict, "ldap", source)
     unknown = set(raw) - _LDAP_KEYS
     if unknown:
@@ -179,6 +228,77 @@ def _ldap(raw: Any, source: str, base: Path) -> LdapSettings:
         return LdapSettings(**values)
     except AuthConfigError as e:
         raise ConfigError(f"{source}: ldap: {e}") from e
+
+
+_SITE_KEYS = frozenset(
+    {"url", "enrolment_secret_file", "report_period_minutes", "retry_seconds", "timeout", "ca_file"}
+)
+
+
+def _site(raw: Any, source: str, base: Path) -> SiteConfig:
+    _expect(raw, dict, "site", source)
+    unknown = set(raw) - _SITE_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: site: unknown key(s) {', '.join(sorted(unknown))}")
+    for required in ("url", "enrolment_secret_file"):
+        if required not in raw:
+            raise ConfigError(f"{source}: site.{required} is required")
+    url = _expect(raw["url"], str, "site.url", source)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: site.url: {url!r} is not an http(s) URL")
+    period = _expect(
+        raw.get("report_period_minutes", 60), int, "site.report_period_minutes", source
+    )
+    if period < 1:
+        raise ConfigError(f"{source}: site.report_period_minutes must be at least 1")
+    numbers = {
+        key: float(_expect(raw[key], (int, float), f"site.{key}", source))
+        for key in ("retry_seconds", "timeout")
+        if key in raw
+    }
+    if any(value <= 0 for value in numbers.values()):
+        raise ConfigError(f"{source}: site: retry_seconds and timeout must be positive")
+    return SiteConfig(
+        url=url.rstrip("/"),
+        enrolment_secret_file=_path(
+            raw["enrolment_secret_file"], "site.enrolment_secret_file", source, base
+        ),
+        report_period_minutes=period,
+        ca_file=_path(raw["ca_file"], "site.ca_file", source, base) if "ca_file" in raw else None,
+        **numbers,
+    )
+
+
+_USB_KEYS = frozenset({"detect", "bundle_root", "roots", "drive_letters", "poll_seconds"})
+
+
+def _usb(raw: Any, source: str, base: Path) -> UsbConfig:
+    _expect(raw, dict, "usb", source)
+    unknown = set(raw) - _USB_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: usb: unknown key(s) {', '.join(sorted(unknown))}")
+    detect = _expect(raw.get("detect", False), bool, "usb.detect", source)
+    root = (
+        _path(raw["bundle_root"], "usb.bundle_root", source, base) if "bundle_root" in raw else None
+    )
+    if detect and root is None:
+        raise ConfigError(
+            f"{source}: usb.bundle_root is required with usb.detect = true: the root.json of "
+            "the site's bundle keys, which every stick is verified with"
+        )
+    poll = float(_expect(raw.get("poll_seconds", 5.0), (int, float), "usb.poll_seconds", source))
+    if poll <= 0:
+        raise ConfigError(f"{source}: usb.poll_seconds must be positive")
+    letters = raw.get("drive_letters")
+    return UsbConfig(
+        detect=detect,
+        bundle_root=root,
+        roots=_strings(raw["roots"], "usb.roots", source) if "roots" in raw else MOUNT_PATTERNS,
+        drive_letters=_expect(letters, bool, "usb.drive_letters", source)
+        if letters is not None
+        else None,
+        poll_seconds=poll,
+    )
 
 
 _SIMPLE: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -203,7 +323,8 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str, base: Path) -> A
     Raises:
         ConfigError: a missing, unknown or ill-typed key.
     """
-    known = set(_SIMPLE) | set(_LISTS) | set(_PATHS) | {"repositories", "ldap", "install_env"}
+    known = set(_SIMPLE) | set(_LISTS) | set(_PATHS)
+    known |= {"repositories", "ldap", "install_env", "site", "usb"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -226,7 +347,11 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str, base: Path) -> A
         _repository(r, i, source, base) for i, r in enumerate(repositories)
     )
     if "ldap" in raw:
-        values["ldap"] = _ldap(raw["ldap"], source, base)
+        values["ldap"] = ldap_from_mapping(raw["ldap"], source, base)
+    if "site" in raw:
+        values["site"] = _site(raw["site"], source, base)
+    if "usb" in raw:
+        values["usb"] = _usb(raw["usb"], source, base)
     if "install_env" in raw:
         env = _expect(raw["install_env"], dict, "install_env", source)
         values["install_env"] = {

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -31,6 +32,7 @@ from agent_bridge.agent.auth import (
     TokenSigner,
     load_or_create_secret,
 )
+from agent_bridge.agent.bundle_source import StickWatcher, watch_sticks
 from agent_bridge.agent.config import AgentConfig
 from agent_bridge.agent.host import (
     HostPackageError,
@@ -41,8 +43,9 @@ from agent_bridge.agent.host import (
 )
 from agent_bridge.agent.installer import Installer, InstallError
 from agent_bridge.agent.memory import give_back
+from agent_bridge.agent.reporting import HostReporter
 from agent_bridge.agent.rules import SELFSERVICE_FILE, Rules, granted_packages, merge_rules
-from agent_bridge.agent.sources import Source, SourceError, make_source
+from agent_bridge.agent.sources import Source, SourceError, make_sources
 from agent_bridge.agent.state import AgentState, InstalledRecord
 from agent_bridge.agent.tasks import AgentTask, TaskContext, TaskQueue
 from wapt.control import PackageEntry
@@ -118,9 +121,7 @@ class Agent:
         config.data_dir.chmod(0o700)
         self.trust = TrustStore.from_path(config.trusted_certs)
         self.state = AgentState(config.state_file)
-        self.sources: list[Source] = [
-            make_source(repo, config.cache_dir) for repo in config.repositories
-        ]
+        self.sources: list[Source] = make_sources(config)
         self.profile = HostProfile(
             os=platform.system().lower(),
             architectures=config.architectures,
@@ -133,6 +134,8 @@ class Agent:
         self.installer = Installer(config, self.trust, self.state)
         self.host_uuid = host_identity(config, self.state)
         self.queue = TaskQueue(config.tasks_file, self._execute)
+        #: signed reports to the site server and onto USB bundles (`reporting.py`)
+        self.reporter = HostReporter(self, agent_version=COMPTOIR_VERSION)
         self._lock = threading.RLock()
         self._catalog: list[CatalogEntry] = []
         self._discarded = 0
@@ -143,6 +146,7 @@ class Agent:
         self._catalog_generation = 0
         self._answers: OrderedDict[tuple[Any, ...], tuple[bytes, str]] = OrderedDict()
         self._stopping = threading.Event()
+        self._sticks: StickWatcher | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -152,12 +156,18 @@ class Agent:
             log.warning("%s: interrupted during its last operation, marked failed", record.package)
         self.refresh_catalog(network=False)
         self.queue.start()
+        self.reporter.start()
+        # a USB stick inserted or pulled out: read the catalog again ([usb] detect)
+        self._sticks = watch_sticks(self.sources, lambda: self.request_update(created_by="USB"))
         self.request_update(created_by="TASK MANAGER")
 
     def stop(self) -> None:
         self._stopping.set()
         if self._timer is not None:
             self._timer.cancel()
+        self.reporter.stop()
+        if self._sticks is not None:
+            self._sticks.stop()
         self.queue.stop(timeout=10)
         self.state.close()
 
@@ -428,6 +438,10 @@ class Agent:
             "running_tasks": [snapshot["running"]] if snapshot["running"] else [],
             "pending_tasks": snapshot["pending"],
             "pending": {**pending.as_wapt(), "at_shutdown": pending.at_shutdown},
+            # Comptoir's additions (a WAPT client ignores them; `comptoir shutdown` reads them):
+            # each shutdown item with its deadline, and the processes each install would close
+            "at_shutdown": pending.shutdown_items,
+            "impacted_process": pending.impacted,
         }
 
     # -- requests that become tasks ----------------------------------------------------------
@@ -488,7 +502,14 @@ class Agent:
         handler = handlers.get(task.classname)
         if handler is None:
             raise InstallError(f"unknown task kind {task.classname}")
-        return handler(task, ctx)
+        try:
+            return handler(task, ctx)
+        finally:
+            self.reporter.task_ended(task)
+
+    def write_bundle_reports(self) -> list[Path]:
+        """Write this machine's signed report onto every inserted USB bundle (`reporting`)."""
+        return self.reporter.write_bundle_reports()
 
     def _do_update(self, task: AgentTask, ctx: TaskContext) -> Any:
         ctx.progress(0, "reading the package indexes")

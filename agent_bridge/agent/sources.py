@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from agent_bridge.agent.config import RepositoryConfig
+from agent_bridge.agent.config import AgentConfig, RepositoryConfig
 from wapt.control import PackageEntry
 from wapt.errors import FetchError, WaptError
 from wapt.fsutil import write_atomic
@@ -323,6 +323,18 @@ def make_source(config: RepositoryConfig, cache_dir: Path) -> Source:
     return DirectorySource(config, cache_dir)
 
 
+def make_sources(config: AgentConfig) -> list[Source]:
+    """Every configured source, and the USB sticks' bundles when `[usb] detect` is on."""
+    sources = [make_source(repo, config.cache_dir) for repo in config.repositories]
+    if config.usb.detect:
+        from agent_bridge.agent.bundle_source import DetectedBundles  # it imports this module
+
+        sources.append(
+            DetectedBundles(config.usb, config.cache_dir, config.cache_dir.parent / "bundles.json")
+        )
+    return sources
+
+
 def _read_meta(path: Path) -> dict[str, str]:
     try:
         data = json.loads(path.read_text("utf-8"))
@@ -344,5 +356,6 @@ __all__ = [
     "SourceError",
     "SourceIndex",
     "make_source",
+    "make_sources",
     "remove_cached",
 ]
