@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from comptoir.common import ProgressBar, emit_json, fails_cleanly, read_passphrase
+from comptoir.common import ProgressBar, emit_json, fails_cleanly, read_passphrase, with_options
 from usb_bundler import (
     BundleKeys,
     WriteProgress,
@@ -19,9 +19,9 @@ from usb_bundler import (
     packages_from_repository,
 )
 from usb_bundler.keys import ALGORITHMS, ROOT_DAYS
-from usb_bundler.writer import DEFAULT_EXPIRES_DAYS
+from usb_bundler.writer import DEFAULT_EXPIRES_DAYS, BundleFile, kiosk_files
 from wapt.bundle import BundleState, VerifiedBundle, verify_bundle
-from wapt.errors import BundleKeyError, BundleVerificationError, WaptError
+from wapt.errors import BundleError, BundleKeyError, BundleVerificationError, WaptError
 from wapt.resolve import HostProfile
 from wapt.trust import TrustStore
 
@@ -60,6 +60,121 @@ class BytesProgressBar(ProgressBar):
         self._done = report.done
 
 
+MIN_PIN = 4
+
+profile_options = with_options(
+    [
+        click.option(
+            "--arch",
+            "architectures",
+            multiple=True,
+            default=("x64", "x86"),
+            show_default=True,
+            help="Architectures to resolve for (repeatable).",
+        ),
+        click.option(
+            "--maturity", "maturities", multiple=True, default=("PROD",), show_default=True
+        ),
+        click.option("--locale", "locales", multiple=True, default=("fr", "en"), show_default=True),
+    ]
+)
+
+
+def host_profiles(
+    architectures: tuple[str, ...], maturities: tuple[str, ...], locales: tuple[str, ...]
+) -> list[HostProfile]:
+    """One host profile per architecture: what `--arch`, `--maturity`, `--locale` ask for."""
+    return [
+        HostProfile(architectures=(arch,), maturities=maturities, locales=locales)
+        for arch in architectures
+    ]
+
+
+class SiteConfigError(WaptError):
+    """The site server's settings or stores cannot be read for a bundle or a sync."""
+
+
+def load_site(site_config: Path) -> Any:
+    """The `[site]` settings of a site server's portal settings file (`SiteSettings`).
+
+    Raises:
+        SiteConfigError: the file cannot be read, or has no `[site]` table.
+    """
+    from portal.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(site_config, environ={})
+    except SettingsError as e:
+        raise SiteConfigError(f"--site-config: {e}") from e
+    if settings.site is None:
+        raise SiteConfigError(
+            f"--site-config {site_config}: no [site] table: not a site server's settings"
+        )
+    return settings.site
+
+
+def site_catalogs(site_config: Path, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The published catalogs `names` of the site: name, title, description, packages.
+
+    Raises:
+        SiteConfigError: the site or a catalog cannot be read (the message names it).
+    """
+    from portal.site.catalogs import CatalogStore
+    from portal.site.model import ModelError
+    from portal.site.storage import StorageError
+
+    store = CatalogStore(load_site(site_config).data_dir)
+    found = []
+    for name in names:
+        try:
+            catalog = store.get(name)
+        except (ModelError, LookupError, OSError, StorageError) as e:
+            raise SiteConfigError(f"--catalog {name}: {e}") from e
+        found.append(catalog.to_json())
+    return found
+
+
+def site_requests(site_config: Path) -> list[str]:
+    """Every package the site needs: assigned (available, required, at shutdown) to a group
+    or a host, or listed in a published catalog; sorted, once each.
+
+    Raises:
+        SiteConfigError: the site's stores cannot be read.
+    """
+    from portal.site.assignments import AssignmentStore
+    from portal.site.catalogs import CatalogStore
+    from portal.site.storage import StorageError
+
+    site = load_site(site_config)
+    try:
+        assigned = [
+            a.package
+            for a in AssignmentStore(site.data_dir).assignments()
+            if a.intent != "uninstall"
+        ]
+        listed = [p for c in CatalogStore(site.data_dir).list() for p in c.packages]
+    except (ValueError, OSError, StorageError) as e:
+        raise SiteConfigError(
+            f"--site-config {site_config}: cannot read the site's stores: {e}"
+        ) from e
+    return sorted(set(assigned) | set(listed))
+
+
+def _technician_pin(pin: bool, pin_file: Path | None) -> str | None:
+    if pin_file is not None:
+        text = pin_file.read_text("utf-8").splitlines()
+        value = text[0].strip() if text else ""
+    elif pin:
+        value = str(
+            click.prompt("Technician PIN", hide_input=True, confirmation_prompt=True, err=True)
+        ).strip()
+    else:
+        return None
+    if len(value) < MIN_PIN:
+        raise BundleError(f"the technician PIN must have at least {MIN_PIN} characters")
+    return value
+
+
 @click.group()
 def bundle() -> None:
     """Signed USB bundles of packages for offline sites."""
@@ -69,6 +184,17 @@ def bundle() -> None:
 @click.option("--to", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--package", "packages", multiple=True, help="A package (with dependencies).")
 @click.option("--group", "groups", multiple=True, help="A group package (with its members).")
+@click.option(
+    "--catalog",
+    "catalogs",
+    multiple=True,
+    help="A published catalog of the site (needs --site-config): its packages and details.",
+)
+@click.option(
+    "--site-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The site server's portal settings (with [site]): where --catalog is read.",
+)
 @click.option("--repo", required=True, help="Repository: a directory or an http(s) URL.")
 @click.option(
     "--keys",
@@ -85,17 +211,20 @@ def bundle() -> None:
 )
 @click.option("--name", default="", help="Bundle name shown to technicians.")
 @click.option("--creator", default="", help="Who made it (default: the current user).")
-@click.option(
-    "--arch",
-    "architectures",
-    multiple=True,
-    default=("x64", "x86"),
-    show_default=True,
-    help="Architectures to resolve for (repeatable).",
-)
-@click.option("--maturity", "maturities", multiple=True, default=("PROD",), show_default=True)
-@click.option("--locale", "locales", multiple=True, default=("fr", "en"), show_default=True)
+@profile_options
 @click.option("--fat32", is_flag=True, help="Apply FAT32's 4 GiB limit whatever is detected.")
+@click.option("--pin", is_flag=True, help="Ask for a technician PIN (twice) for the kiosk.")
+@click.option(
+    "--pin-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File whose first line is the technician PIN.",
+)
+@click.option(
+    "--with-kiosk",
+    "kiosk_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A built kiosk folder to put on the stick (under comptoir-kiosk/, signed like packages).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
 @_passphrase_file
 @fails_cleanly
@@ -103,6 +232,8 @@ def create_command(
     dest: Path,
     packages: tuple[str, ...],
     groups: tuple[str, ...],
+    catalogs: tuple[str, ...],
+    site_config: Path | None,
     repo: str,
     keys_dir: Path,
     expires_days: int,
@@ -113,17 +244,23 @@ def create_command(
     maturities: tuple[str, ...],
     locales: tuple[str, ...],
     fat32: bool,
+    pin: bool,
+    pin_file: Path | None,
+    kiosk_dir: Path | None,
     as_json: bool,
     passphrase_file: Path | None,
 ) -> None:
     """Write (or bring up to date) a signed bundle in --to: only changed files are copied."""
-    if not packages and not groups:
-        raise click.UsageError("give at least one --package or --group")
+    if not packages and not groups and not catalogs:
+        raise click.UsageError("give at least one --package, --group or --catalog")
+    if catalogs and site_config is None:
+        raise click.UsageError("--catalog needs --site-config (the site server's settings)")
+    details = site_catalogs(site_config, catalogs) if site_config and catalogs else []
+    packages = (*packages, *(p for c in details for p in c["packages"]))
+    technician_pin = _technician_pin(pin, pin_file)
+    files: list[BundleFile] = kiosk_files(kiosk_dir) if kiosk_dir else []
     keys = _unlock(keys_dir, passphrase_file)
-    profiles = [
-        HostProfile(architectures=(arch,), maturities=maturities, locales=locales)
-        for arch in architectures
-    ]
+    profiles = host_profiles(architectures, maturities, locales)
     trust = TrustStore.from_path(trusted) if trusted else None
     selection = packages_from_repository(
         repo, packages=packages, groups=groups, trust=trust, profiles=profiles
@@ -137,6 +274,9 @@ def create_command(
             name=name,
             creator=creator or getpass.getuser(),
             expires_days=expires_days,
+            technician_pin=technician_pin,
+            catalogs=details,
+            files=files,
             progress=bar.progress,
             fat32=True if fat32 else None,
             hash_cache=keys_dir / "source-hashes.json",
@@ -272,3 +412,70 @@ def keys_new_command(
         f"{directory}: bundle keys ({algorithm}); configure agents with "
         f"{keys.directory / 'root.json'} (root version {keys.root_version})"
     )
+
+
+@bundle.command("collect")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--site-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The site server's settings file (else COMPTOIR_PORTAL_CONFIG).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what became of each file as JSON.")
+def collect_command(path: Path, site_config: Path | None, as_json: bool) -> None:
+    """Import the host reports a stick brought back (PATH/reports/*.json) into the site.
+
+    Every file is verified; bad ones are listed, never stop the others. Exit status 0 only if
+    no file was refused.
+    """
+    import os
+
+    from portal.settings import CONFIG_ENV, SettingsError, load_settings
+    from portal.site.audit import AuditError, AuditLog
+    from portal.site.hosts import HostStoreError, collect_reports, make_host_store
+
+    try:
+        config = site_config or (Path(os.environ[CONFIG_ENV]) if CONFIG_ENV in os.environ else None)
+        if config is None:
+            raise SettingsError(f"give --site-config or set {CONFIG_ENV}: the site's settings")
+        site = load_settings(config).site
+        if site is None:
+            raise SettingsError(f"{config}: no [site] table: not a site server's settings")
+        with ProgressBar("Reports") as bar:
+            result = collect_reports(
+                make_host_store(site),
+                path,
+                audit_log=AuditLog(site.data_dir / "audit"),
+                who=getpass.getuser(),
+                progress=bar.update,
+            )
+    except (SettingsError, HostStoreError, AuditError) as e:
+        click.echo(f"comptoir: {e}", err=True)
+        sys.exit(1)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "file": f.name,
+                    "outcome": f.outcome,
+                    "host": f.host_uuid,
+                    "seq": f.seq,
+                    "message": f.message,
+                }
+                for f in result.files
+            ]
+        )
+    else:
+        counts = ", ".join(f"{result.count(o)} {o}" for o in ("taken", "registered", "stale"))
+        click.echo(
+            f"{path}: {len(result.files)} report(s): {counts}, {result.count('refused')} refused"
+        )
+        for item in result.registered:
+            click.echo(f"  new host (trusted on first use): {item.host_uuid} ({item.name})")
+        for item in result.files:
+            if item.outcome == "stale":
+                click.echo(f"  older than the site's: {item.name}: {item.message}")
+        for item in result.files:
+            if item.outcome == "refused":
+                click.echo(f"  REFUSED {item.name}: {item.message}", err=True)
+    sys.exit(1 if result.count("refused") else 0)

@@ -13,9 +13,12 @@ from comptoir.agent import agent
 from comptoir.bundle import bundle
 from comptoir.demo import demo
 from comptoir.keys import keys
+from comptoir.kiosk import kiosk
 from comptoir.packages import package
 from comptoir.portal import portal
 from comptoir.repo import repo
+from comptoir.shutdown import shutdown
+from comptoir.site import site
 
 
 @click.group()
@@ -31,3 +34,6 @@ main.add_command(repo)
 main.add_command(demo)
 main.add_command(portal)
 main.add_command(bundle)
+main.add_command(site)
+main.add_command(shutdown)
+main.add_command(kiosk)

@@ -11,13 +11,13 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from flask import Flask, request
 
 from agent_bridge.client import AgentClient
-from portal import auth, catalog, errors, health, i18n, security
+from portal import auth, catalog, errors, health, i18n, security, unavailable
 from portal.board import TaskBoard
 from portal.cards import render_cards
 from portal.sessions import Clock, ServerSessionInterface, SessionStore
@@ -28,6 +28,9 @@ from portal.settings import (
     load_settings,
 )
 from portal.throttle import LoginThrottle
+
+if TYPE_CHECKING:
+    from portal.technician import TechnicianSetup
 
 __all__ = ["PROJECT_ROOT", "create_app"]
 
@@ -57,6 +60,7 @@ def create_app(
     *,
     clock: Clock = time.monotonic,
     agent: AgentClient | None = None,
+    technician: TechnicianSetup | None = None,
 ) -> Flask:
     """Build the portal.
 
@@ -64,7 +68,8 @@ def create_app(
     the defaults only (neither a file nor the environment is read); or None, which reads the
     file named by `COMPTOIR_PORTAL_CONFIG` (if set) and the `COMPTOIR_PORTAL_*` variables.
     `clock` (monotonic seconds) drives idle timeouts, throttling and caches; `agent` replaces
-    the bridge client made from `agent_url`.
+    the bridge client made from `agent_url`. `technician` (the offline USB kiosk only) adds
+    the technician view (`portal.technician`).
 
     Raises:
         SettingsError: the settings are wrong, or the secret key cannot be read or made.
@@ -128,6 +133,15 @@ def create_app(
     auth.init_app(app)
     app.register_blueprint(catalog.bp)
     app.register_blueprint(health.bp)
+    unavailable.init_app(app)  # the kiosk's unreachable-agent screen
+    if technician is not None:  # the offline USB kiosk only (kiosk.offline)
+        from portal import technician as technician_view
+
+        technician_view.init_app(app, technician)
+    if settings.site is not None:  # a site server: the admin side (ADR 8)
+        from portal import admin
+
+        admin.init_app(app, settings.site)
     errors.init_app(app)
 
     @app.context_processor

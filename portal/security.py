@@ -1,7 +1,9 @@
 """What every request and answer goes through: the login requirement, CSRF, security headers.
 
-- **Login.** Every endpoint needs a signed-in user except those in `PUBLIC_ENDPOINTS`: a
-  route added later is protected without anyone remembering to.
+- **Login.** Every endpoint needs a signed-in teacher except those in `PUBLIC_ENDPOINTS` and
+  the blueprints that guard themselves (`guarded_by_blueprint`: the site server's admin pages,
+  its public catalogs, its host API): a route added later is protected without anyone
+  remembering to.
 - **CSRF.** Flask-WTF checks a token on every `POST`. Forms carry it in a hidden field; htmx
   sends it in the `X-CSRFToken` header that `hx-headers` on `<body>` sets. The token lives in
   the server-side session, so it is as long-lived as the session.
@@ -21,7 +23,13 @@ from flask_wtf.csrf import CSRFProtect  # type: ignore[import-untyped]
 
 from portal.settings import PortalSettings
 
-__all__ = ["CONTENT_SECURITY_POLICY", "PUBLIC_ENDPOINTS", "SECURITY_HEADERS", "init_app"]
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "PUBLIC_ENDPOINTS",
+    "SECURITY_HEADERS",
+    "guarded_by_blueprint",
+    "init_app",
+]
 
 PUBLIC_ENDPOINTS: Final = frozenset({"auth.login", "auth.language", "static", "health.healthz"})
 
@@ -51,6 +59,12 @@ SECURITY_HEADERS: Final = {
 }
 
 
+def guarded_by_blueprint(app: Flask, *blueprints: str) -> None:
+    """Leave the teacher login requirement off `blueprints`: each checks access itself (a
+    `before_request` of its own), e.g. the admin pages want a site admin, not a teacher."""
+    app.extensions.setdefault("comptoir.guarded_blueprints", set()).update(blueprints)
+
+
 def init_app(app: Flask, settings: PortalSettings) -> None:
     """Install CSRF protection, the login requirement and the security headers on `app`."""
     app.config["WTF_CSRF_TIME_LIMIT"] = int(settings.session_lifetime)
@@ -58,7 +72,11 @@ def init_app(app: Flask, settings: PortalSettings) -> None:
 
     @app.before_request
     def require_login() -> Response | None:
-        if request.endpoint in PUBLIC_ENDPOINTS or current_user.is_authenticated:
+        if request.endpoint in PUBLIC_ENDPOINTS:
+            return None
+        if request.blueprint in app.extensions.get("comptoir.guarded_blueprints", ()):
+            return None
+        if current_user.is_authenticated and not getattr(current_user, "is_admin", False):
             return None
         unauthorized: Response = app.login_manager.unauthorized()  # type: ignore[attr-defined]
         return unauthorized

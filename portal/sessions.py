@@ -1,8 +1,9 @@
 """Server-side sessions: records kept in memory under random ids, and Flask's session interface.
 
 The cookie holds only a record's id (`HttpOnly`, `SameSite=Lax`, `Secure` over HTTPS). The
-record holds Flask's session data (flask-login's user id, the CSRF token, the language), the
-agent's answer to the login (a bridge `Session`, whose token never leaves the server) and the
+record holds Flask's session data (flask-login's user id, the CSRF token, the language), who is
+signed in — a teacher: the agent's answer to the login (a bridge `Session`, whose token never
+leaves the server); or, on a site server, an admin: the directory's `Identity` — and the
 user's caches. Records live in memory only: a restarted portal forgets every session, and no
 token is ever written to disk.
 
@@ -27,6 +28,7 @@ from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
+from agent_bridge.agent.auth import Identity
 from agent_bridge.models import Session
 
 __all__ = [
@@ -47,20 +49,22 @@ KEPT_ACROSS_SESSIONS = ("lang",)
 
 @dataclass
 class SessionRecord:
-    """One session on the server. `agent_session` is set while a user is signed in."""
+    """One session on the server. While someone is signed in, `agent_session` (a teacher)
+    or `admin` (a site admin) is set, never both."""
 
     sid: str = field(repr=False)
     created: float
     last_seen: float
     data: dict[str, Any] = field(default_factory=dict)
     agent_session: Session | None = None
+    admin: Identity | None = None
     #: the user's caches (catalog, last task states seen), for `portal.board`
     cache: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def signed_in(self) -> bool:
-        return self.agent_session is not None
+        return self.agent_session is not None or self.admin is not None
 
 
 class SessionStore:
@@ -93,7 +97,10 @@ class SessionStore:
         return None
 
     def create(
-        self, data: dict[str, Any] | None = None, agent_session: Session | None = None
+        self,
+        data: dict[str, Any] | None = None,
+        agent_session: Session | None = None,
+        admin: Identity | None = None,
     ) -> SessionRecord:
         """A new record under a new random id, making room if the store is full."""
         now = self.clock()
@@ -103,6 +110,7 @@ class SessionStore:
             last_seen=now,
             data=dict(data or {}),
             agent_session=agent_session,
+            admin=admin,
         )
         with self._lock:
             if len(self._records) >= self.max_sessions:
@@ -153,7 +161,8 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
     """Flask's `session` for one request: a copy of the record's data, and what to do with it.
 
     `expired` says why the record the cookie named has just ended (idle or lifetime), for the
-    login page's message. `begin` and `end` sign a user in or out under a new id.
+    login page's message. `begin` (a teacher), `begin_admin` and `end` sign a user in or out
+    under a new id.
     """
 
     def __init__(
@@ -170,6 +179,7 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         self.record = record
         self.expired = expired
         self.agent_session = record.agent_session if record is not None else None
+        self.admin = record.admin if record is not None else None
         self.modified = False
         self.renew = False
         self.passive = False
@@ -177,6 +187,14 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
     def begin(self, agent_session: Session) -> None:
         """Sign `agent_session`'s user in: the data moves to a new record with a new id."""
         self.agent_session = agent_session
+        self.admin = None
+        self.renew = True
+        self.modified = True
+
+    def begin_admin(self, admin: Identity) -> None:
+        """Sign the site admin `admin` in: the data moves to a new record with a new id."""
+        self.admin = admin
+        self.agent_session = None
         self.renew = True
         self.modified = True
 
@@ -186,6 +204,7 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         self.clear()
         self.update(kept)
         self.agent_session = None
+        self.admin = None
         self.renew = True
 
 
@@ -215,13 +234,14 @@ class ServerSessionInterface(SessionInterface):
         assert isinstance(session, ServerSession)
         response.vary.add("Cookie")
         record = session.record
-        if session.renew or (record is None and (session.modified or session.agent_session)):
+        signed_in = session.agent_session is not None or session.admin is not None
+        if session.renew or (record is None and (session.modified or signed_in)):
             if record is not None:
                 self.store.delete(record.sid)
-            if not session and session.agent_session is None:
+            if not session and not signed_in:
                 self._delete_cookie(app, response)
                 return
-            record = self.store.create(dict(session), session.agent_session)
+            record = self.store.create(dict(session), session.agent_session, session.admin)
             self._set_cookie(app, response, record.sid)
             return
         if record is None:

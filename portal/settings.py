@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent_bridge.client import DEFAULT_URL, AgentClient
+from portal.site.settings import SiteSettings, SiteSettingsError, site_settings_from_mapping
 from wapt.fsutil import SecretFileError, load_or_create_secret
 
 __all__ = [
@@ -75,6 +76,8 @@ class PortalSettings:
     login_failure_window: float = 900.0
     page_size: int = 48
     catalog_cache_seconds: float = 5.0
+    #: the `[site]` table: set on a site server (admin pages), None for a teacher portal
+    site: SiteSettings | None = None
 
     @property
     def secret_file(self) -> Path:
@@ -107,6 +110,7 @@ _KINDS: Final[Mapping[str, str]] = {
     "login_failure_window": "float",
     "page_size": "int",
     "catalog_cache_seconds": "float",
+    "site": "site",
 }
 
 
@@ -161,6 +165,11 @@ def _typed(value: Any, kind: str, key: str, source: str, base: Path) -> Any:
         if not isinstance(value, int | float):
             raise wrong("a number")
         return value if kind == "int" else float(value)
+    if kind == "site":
+        try:
+            return site_settings_from_mapping(value, source=source, base=base)
+        except SiteSettingsError as e:
+            raise SettingsError(str(e)) from e
     if kind == "strings":
         items = [v.strip() for v in value.split(",") if v.strip()] if text else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):

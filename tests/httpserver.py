@@ -54,10 +54,15 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def serve_directory(directory: Path, counter: Counter[str] | None = None) -> Iterator[str]:
-    """Serve `directory` on 127.0.0.1 on a free port; yield the base URL."""
+def serve_directory(
+    directory: Path, counter: Counter[str] | None = None, *, handler: type[_Handler] = _Handler
+) -> Iterator[str]:
+    """Serve `directory` on 127.0.0.1 on a free port; yield the base URL.
+
+    `handler` may be a subclass of this module's handler that answers more methods.
+    """
     handler_class = type(
-        "Handler", (_Handler,), {"counter": counter if counter is not None else Counter()}
+        "Handler", (handler,), {"counter": counter if counter is not None else Counter()}
     )
     handler = functools.partial(handler_class, directory=os.fspath(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
