@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint typecheck unit bench clean translations
+.PHONY: setup demo test lint typecheck unit bench clean translations kiosk-exe
 
 setup:
 	@bash scripts/setup.sh
@@ -32,6 +32,11 @@ translations: setup
 	$(BIN)/pybabel update -i $(PORTAL_I18N)/messages.pot -d $(PORTAL_I18N) -w 100 \
 		--no-fuzzy-matching --ignore-obsolete
 	$(BIN)/pybabel compile -d $(PORTAL_I18N) --statistics
+
+# The kiosk executable, one folder (docs/kiosk.md): build/kiosk/dist/comptoir-kiosk/. Built again
+# only when its sources changed.
+kiosk-exe: setup
+	$(BIN)/python -m kiosk.build
 
 bench: setup
 	$(BIN)/python bench/run.py

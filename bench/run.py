@@ -18,8 +18,10 @@ import agent_latency
 import bundle
 import common
 import index_http
+import kiosk_start
 import portal_load
 import scan_repo
+import site_hosts
 import verify_large
 
 BENCHMARKS = {
@@ -29,6 +31,8 @@ BENCHMARKS = {
     "agent_latency": agent_latency,
     "bundle": bundle,
     "portal_load": portal_load,
+    "site_hosts": site_hosts,
+    "kiosk_start": kiosk_start,
 }
 
 
