@@ -17,6 +17,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -25,13 +26,23 @@ from comptoir.common import fails_cleanly
 from comptoir.demo_site import (
     AGENT_PORT,
     PORTAL_PORT,
+    SITE_PORT,
     apply_assignments,
+    check_admin_login,
     display_available,
     open_window,
+    prepare_site,
     running_agent,
     running_portal,
+    running_site,
+    seed_site,
     write_agent_config,
 )
+from portal.site.keys import SiteKeyError
+from portal.site.lifecycle import LifecycleError
+from portal.site.model import MachineGroup, ModelError, PublishedCatalog
+from portal.site.publish import PublishError
+from portal.site.settings import SiteSettingsError
 from wapt.control import PackageEntry, format_control
 from wapt.package import build_package, verify_package
 from wapt.repository import load_index, scan_repository
@@ -45,6 +56,9 @@ from wapt.trust import (
     save_certificate,
     save_private_key,
 )
+
+if TYPE_CHECKING:
+    from portal.site.settings import SiteSettings
 
 #: demo only: the passphrase of the demo keys, unless COMPTOIR_KEY_PASSPHRASE says otherwise
 DEMO_PASSPHRASE = "comptoir-demo"  # noqa: S105 (published demo keys)
@@ -250,6 +264,22 @@ DEMO_ACCOUNTS = {
     "admin": ("demo", "Administrateur", ("waptselfservice",)),
 }
 
+#: demo only: the site server's local admin account (in the site's admin group)
+DEMO_SITE_ACCOUNTS = {
+    "admin": ("demo", "Administrateur du site", ("comptoir-admins",)),
+}
+
+#: what the demo site shows: the demo machine's room, and one published catalog
+DEMO_SITE_GROUP = MachineGroup(
+    "salle-101", "Lycée Chateaubriand — salle 101", hosts=(DEMO_HOST,), teacher_groups=("profs",)
+)
+DEMO_SITE_CATALOG = PublishedCatalog(
+    "logiciels-du-lycee",
+    "Logiciels du lycée",
+    "Les logiciels que les enseignants peuvent demander pour leurs salles.",
+    packages=tuple(dict.fromkeys(spec.package for spec in DEMO_PACKAGES if spec.section == "base")),
+)
+
 
 def icon_png(colour: tuple[int, int, int], size: int = 48) -> bytes:
     """A plain square PNG icon of one colour (WAPT's icons are 48x48)."""
@@ -347,12 +377,18 @@ def build_demo_repository(root: Path, passphrase: bytes) -> tuple[Path, Path]:
 )
 @click.option("--agent-port", default=AGENT_PORT, show_default=True, help="The agent's port.")
 @click.option("--portal-port", default=PORTAL_PORT, show_default=True, help="The portal's port.")
+@click.option(
+    "--site-port", default=SITE_PORT, show_default=True, help="The site server's (admin) port."
+)
 @fails_cleanly
-def demo(root: Path, serve: bool, check: bool, agent_port: int, portal_port: int) -> None:
+def demo(
+    root: Path, serve: bool, check: bool, agent_port: int, portal_port: int, site_port: int
+) -> None:
     """Build a demo repository of signed sample packages and print its verified catalog.
 
     With --serve, run Comptoir's agent and portal on 127.0.0.1 over it, with the demo
-    accounts, until interrupted: everything a teacher sees, with no network at all.
+    accounts, until interrupted: everything a teacher sees, with no network at all; and the
+    site server, where an admin manages the site's packages, machine groups and catalogs.
     """
     passphrase = os.environ.get("COMPTOIR_KEY_PASSPHRASE", DEMO_PASSPHRASE).encode("utf-8")
     repo, ca_cert = build_demo_repository(root, passphrase)
@@ -377,22 +413,65 @@ def demo(root: Path, serve: bool, check: bool, agent_port: int, portal_port: int
     for d in index.discarded:
         click.echo(f"DISCARDED {d.entry.filename}: {d.reason}", err=True)
     if serve:
-        serve_demo(root, agent_port=agent_port, portal_port=portal_port, check=check)
+        site = build_demo_site(root, passphrase, repo, ca_cert)
+        serve_demo(
+            root,
+            site,
+            agent_port=agent_port,
+            portal_port=portal_port,
+            site_port=site_port,
+            check=check,
+        )
 
 
-def serve_demo(root: Path, *, agent_port: int, portal_port: int, check: bool) -> None:
-    """Run the agent and the portal over the demo repository (see `comptoir.demo_site`)."""
+def build_demo_site(root: Path, passphrase: bytes, repo: Path, ca_cert: Path) -> SiteSettings:
+    """The demo site server's keys, admin account, state and repository under `root/site`,
+    seeded with copies of the demo's software packages (see `comptoir.demo_site`)."""
+    click.echo("\nPreparing the site server (keys, packages, group, catalog)…")
+    packages = [
+        repo / spec.control().package_filename() for spec in DEMO_PACKAGES if spec.section == "base"
+    ]
+    try:
+        site = prepare_site(root / "site", passphrase, DEMO_SITE_ACCOUNTS, ca_cert)
+        seed_site(site, packages, DEMO_SITE_GROUP, DEMO_SITE_CATALOG, who="comptoir-demo")
+    except (SiteKeyError, SiteSettingsError, LifecycleError, ModelError, PublishError) as e:
+        raise click.ClickException(f"the demo site server in {root / 'site'}: {e}") from e
+    return site
+
+
+def serve_demo(
+    root: Path,
+    site: SiteSettings,
+    *,
+    agent_port: int,
+    portal_port: int,
+    site_port: int,
+    check: bool,
+) -> None:
+    """Run the agent and the portal over the demo repository, and the site server (see
+    `comptoir.demo_site`)."""
     write_accounts_file(root / "accounts.toml", DEMO_ACCOUNTS)
     config = write_agent_config(root, DEMO_HOST, agent_port)
     click.echo("\nStarting the agent…")
     with running_agent(root, config, agent_port) as agent:
         apply_assignments(agent)
-        with running_portal(root, agent.base_url, portal_port) as url:
+        with (
+            running_portal(root, agent.base_url, portal_port) as url,
+            running_site(
+                site, root / "site" / "portal-data", agent.base_url, site_port
+            ) as site_url,
+        ):
             click.echo(f"\nComptoir is running: open {url}")
             click.echo("Demo accounts (password: demo):")
             for user, (_, display_name, groups) in DEMO_ACCOUNTS.items():
                 click.echo(f"  {user:<8} {display_name:<16} groups: {', '.join(groups)}")
             click.echo(f"Software installs into {(root / 'installed').resolve()}")
+            click.echo(f"\nSite administration: open {site_url}admin/")
+            for user, (_, display_name, groups) in DEMO_SITE_ACCOUNTS.items():
+                click.echo(
+                    f"  {user:<8} {display_name:<24} groups: {', '.join(groups)} (password: demo)"
+                )
+            click.echo(f"Site repository: {site.repository_dir}")
             if check:
                 session = agent.login("marie", DEMO_ACCOUNTS["marie"][0])
                 offered = sorted(p.package for p in agent.packages(session))
@@ -401,6 +480,11 @@ def serve_demo(root: Path, *, agent_port: int, portal_port: int, check: bool) ->
                 click.echo(f"check: portal health {health}; marie may install {offered}")
                 if health != 200 or not offered:
                     raise click.ClickException("the demo did not come up as expected")
+                try:
+                    dashboard = check_admin_login(site_url, "admin", DEMO_SITE_ACCOUNTS["admin"][0])
+                except RuntimeError as e:
+                    raise click.ClickException(f"the site server: {e}") from e
+                click.echo(f"check: admin signed in on the site server; {'; '.join(dashboard)}")
                 return
             if open_window(url):
                 return  # the window was closed

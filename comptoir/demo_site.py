@@ -1,26 +1,46 @@
-"""The running demo: Comptoir's agent and portal on loopback, over the demo repository.
+"""The running demo: Comptoir's agent, portal and site server on loopback.
 
 Everything stays on this machine: the agent reads the demo repository as a directory (no web
 server, no network), logs teachers in with the demo accounts, and installs into
-`<demo>/installed/`; the portal talks to the agent and serves the teacher's pages.
+`<demo>/installed/`; the portal talks to the agent and serves the teacher's pages. The site
+server (the admin side, `portal.site`) has its own keys, state and repository under
+`<demo>/site/`, seeded through the real lifecycle with copies of the demo's packages; the demo
+agent keeps reading the demo repository, so the teacher side behaves the same without it.
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from agent_bridge.agent.auth import write_accounts_file
 from agent_bridge.client import AgentClient
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from portal.site.model import MachineGroup, PublishedCatalog
+    from portal.site.settings import SiteSettings
 
 AGENT_PORT = 18088
 PORTAL_PORT = 8080
+SITE_PORT = 8090
+#: the site server's session cookie: not the teacher portal's, so one browser can use both
+SITE_COOKIE = "comptoir_site_session"
 
 
 @dataclass(frozen=True)
@@ -94,8 +114,6 @@ def apply_assignments(client: AgentClient, timeout: float = 120.0) -> None:
 @contextmanager
 def running_portal(root: Path, agent_url: str, port: int) -> Iterator[str]:
     """The portal served by waitress in a thread of this process; yields its URL."""
-    from waitress.server import create_server
-
     from portal import create_app
 
     app = create_app(
@@ -106,6 +124,15 @@ def running_portal(root: Path, agent_url: str, port: int) -> Iterator[str]:
             "port": port,
         }
     )
+    with _serving(app, port) as url:
+        yield url
+
+
+@contextmanager
+def _serving(app: Flask, port: int) -> Iterator[str]:
+    """`app` served by waitress on 127.0.0.1:`port` in a daemon thread; yields its URL."""
+    from waitress.server import create_server
+
     server = create_server(app, host="127.0.0.1", port=port, threads=8)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -113,6 +140,150 @@ def running_portal(root: Path, agent_url: str, port: int) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/"
     finally:
         server.close()
+
+
+def prepare_site(
+    root: Path,
+    passphrase: bytes,
+    accounts: Mapping[str, tuple[str, str, Iterable[str]]],
+    trusted_ca: Path,
+) -> SiteSettings:
+    """Lay out the demo site under `root` (made with the real code) and return its settings.
+
+    `keys/`: the site's keys (`init_site_keys`, encrypted with `passphrase`, made once and
+    reused), with `trusted_ca` (the demo CA) among the certificates uploads must chain to, as an
+    académie's CA would be; `passphrase` (mode 0600); `accounts.toml`: the local admin
+    accounts; `data/`: the state; `repository/`: the site repository.
+    """
+    from portal.site.keys import init_site_keys
+    from portal.site.settings import site_settings_from_mapping
+    from wapt.fsutil import write_atomic
+
+    root.mkdir(parents=True, exist_ok=True)
+    keys = root / "keys"
+    init_site_keys(keys, passphrase, site_name="comptoir-demo", organization="Comptoir demo")
+    shutil.copyfile(trusted_ca, keys / "trusted" / "demo-ca.crt")
+    write_atomic(root / "passphrase", passphrase + b"\n", mode=0o600)
+    write_accounts_file(root / "accounts.toml", accounts)
+    (root / "repository").mkdir(exist_ok=True)
+    return site_settings_from_mapping(
+        {
+            "data_dir": "data",
+            "repository_dir": "repository",
+            "keys_dir": "keys",
+            "key_passphrase_file": "passphrase",
+            "accounts_file": "accounts.toml",
+            "name": "comptoir-demo",
+            "package_prefix": "demo-site",
+        },
+        source=str(root),
+        base=root.resolve(),
+    )
+
+
+def seed_site(
+    site: SiteSettings,
+    packages: Iterable[Path],
+    group: MachineGroup,
+    catalog: PublishedCatalog,
+    *,
+    who: str,
+) -> None:
+    """Give the demo site something to show, through the real lifecycle and stores.
+
+    Each package file not on the site yet is uploaded (a copy, verified completely), then
+    qualified (re-signed PREPROD by the site developer key), then, if its maturity is PROD,
+    promoted (re-signed PROD by the production key). `group` and `catalog` are created when
+    missing (an admin's changes are kept from one run to the next); then the site publishes
+    its group and host packages.
+
+    Raises:
+        LifecycleError, ModelError, PublishError: the real code refused something; the
+            message names what and why.
+    """
+    from portal.site.assignments import AssignmentStore
+    from portal.site.catalogs import CatalogStore
+    from portal.site.lifecycle import PackageLifecycle
+    from portal.site.publish import publish
+    from wapt.package import read_control
+
+    lifecycle = PackageLifecycle(site)
+    known = {(r.package, r.version) for r in lifecycle.releases()}
+    for path in packages:
+        entry = read_control(path)
+        if (entry.package, entry.version) in known:
+            continue
+        with path.open("rb") as stream:
+            release = lifecycle.upload(stream, who=who, name=path.name)
+        release = lifecycle.qualify(release.id, who=who, note="demo")
+        if entry.maturity == "PROD":
+            lifecycle.promote(release.id, who=who, note="demo")
+    groups = AssignmentStore(site.data_dir)
+    if group.name not in {g.name for g in groups.groups()}:
+        groups.save_group(group, create=True)
+    catalogs = CatalogStore(site.data_dir)
+    if catalog.name not in {c.name for c in catalogs.list()}:
+        catalogs.create(catalog)
+    publish(site, groups)
+
+
+@contextmanager
+def running_site(site: SiteSettings, data_dir: Path, agent_url: str, port: int) -> Iterator[str]:
+    """The site server (the portal with its admin pages) served by waitress in a thread of
+    this process; yields its URL. Stops its background work when done."""
+    from portal import create_app
+
+    app = create_app(
+        {
+            "data_dir": str(data_dir),
+            "agent_url": agent_url,
+            "port": port,
+            "cookie_name": SITE_COOKIE,
+            "site": site,
+        }
+    )
+    try:
+        with _serving(app, port) as url:
+            yield url
+    finally:
+        scheduler = app.extensions.get("comptoir.backups")
+        if scheduler is not None:
+            scheduler.stop()
+
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_DASHBOARD_ITEM = re.compile(
+    r'class="dashboard-count">(\d+)</span>\s*<span class="dashboard-label">([^<]+)</span>'
+)
+
+
+def check_admin_login(url: str, user: str, password: str, timeout: float = 10.0) -> list[str]:
+    """Sign in at `url`admin/login as a browser does (GET the form, POST it with its CSRF
+    token, follow to the dashboard); returns the dashboard's items ("label: count").
+
+    Raises:
+        RuntimeError: a step did not answer as it should; the message says which.
+    """
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    login = urllib.parse.urljoin(url, "admin/login")
+    with opener.open(login, timeout=timeout) as answer:
+        form = answer.read().decode("utf-8")
+    token = _CSRF.search(form)
+    if token is None:
+        raise RuntimeError(f"{login}: the sign-in form has no CSRF token")
+    body = urllib.parse.urlencode(
+        {"csrf_token": token.group(1), "username": user, "password": password}
+    ).encode("ascii")
+    try:
+        with opener.open(login, data=body, timeout=timeout) as answer:
+            where, page = answer.geturl(), answer.read().decode("utf-8")
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"{login}: signing in as {user!r} was refused ({e.code})") from e
+    if urllib.parse.urlsplit(where).path != "/admin/" or 'class="dashboard"' not in page:
+        raise RuntimeError(f"{login}: signing in as {user!r} did not lead to the dashboard")
+    return [f"{label.strip()}: {count}" for count, label in _DASHBOARD_ITEM.findall(page)]
 
 
 def display_available() -> bool:

@@ -235,6 +235,8 @@ def test_demo_serves_the_agent_and_the_portal(tmp_path: Path) -> None:
             str(free_port()),
             "--portal-port",
             str(free_port()),
+            "--site-port",
+            str(free_port()),
         ],
         capture_output=True,
         text=True,
@@ -245,3 +247,31 @@ def test_demo_serves_the_agent_and_the_portal(tmp_path: Path) -> None:
     assert "check: portal health 200" in proc.stdout
     assert "demo-geometrie" in proc.stdout, "marie (profs-maths) is offered the maths software"
     assert (tmp_path / "demo" / "installed" / "demo-chronometre").is_dir(), "assigned by room 101"
+    # the site server: the admin signed in and saw the seeded site on the dashboard (French)
+    assert "Site administration: open http://127.0.0.1:" in proc.stdout
+    assert "check: admin signed in on the site server" in proc.stdout
+    for item in ("Paquets en production: 7", "Paquets en qualification: 1", "Groupes de postes: 1"):
+        assert item in proc.stdout, proc.stdout
+    assert "Catalogues publiés: 1" in proc.stdout
+    site = tmp_path / "demo" / "site"
+    assert (site / "keys" / "production.pem").stat().st_mode & 0o077 == 0
+    assert (site / "repository" / "demo-atlas_2.1-1_PREPROD.wapt").is_file()
+    assert (site / "repository" / "wapt-host" / "comptoir-demo-poste.wapt").is_file()
+    # the teacher side still reads the demo repository, not the site's
+    assert 'path = "repo"' in (tmp_path / "demo" / "agent.toml").read_text("utf-8")
+
+
+def test_demo_site_admin_check_fails_on_a_refused_login(tmp_path: Path) -> None:
+    """The demo's admin check passes only when the sign-in really reaches the dashboard."""
+    from comptoir.demo_site import _serving, check_admin_login
+    from tests.site_harness import ADMIN, TEACHER, make_site
+    from tests.slapd import free_port
+
+    site = make_site(tmp_path)
+    with _serving(site.app(), free_port()) as url:
+        assert any(item.startswith("Catalogues publiés") for item in check_admin_login(url, *ADMIN))
+        with pytest.raises(RuntimeError, match=r"refused \(401\)"):
+            check_admin_login(url, ADMIN[0], "wrong")
+        with pytest.raises(RuntimeError, match=r"refused \(403\)"):
+            check_admin_login(url, *TEACHER)  # not in the admin group
+    site.stop()
