@@ -16,9 +16,17 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import PKI, fixture_signer, write_source
-from usb_bundler import BundleKeys, create_or_update_bundle, load_bundle_keys, new_bundle_keys
+from usb_bundler import (
+    BundleKeys,
+    SourcePackage,
+    create_or_update_bundle,
+    load_bundle_keys,
+    new_bundle_keys,
+    packages_from_repository,
+)
 from wapt.bundle import METADATA_DIR, STAGING_DIR, VerifiedBundle, verify_bundle
 from wapt.package import build_package
+from wapt.repository import scan_repository
 from wapt.trust import TrustStore
 
 PASSPHRASE = b"correct horse battery staple"
@@ -139,6 +147,20 @@ def fresh_copy(bundle: Path, where: Path) -> Path:
     target = where / f"stick-{len(list(where.glob('stick-*')))}"
     shutil.copytree(bundle, target, symlinks=True)
     return target
+
+
+def indexed(packages: list[Path], repo: Path) -> list[SourcePackage]:
+    """Copy `packages` into the repository `repo`, index it (`scan_repository`, which records
+    each file's sha256) and resolve them from it, as `comptoir bundle create --repo` does."""
+    repo.mkdir(parents=True, exist_ok=True)
+    for path in packages:
+        shutil.copy2(path, repo / path.name)
+    scan_repository(repo)
+    names = [p.name.split("_")[0] for p in packages]
+    selection = packages_from_repository(repo, packages=names)
+    assert sorted(s.filename for s in selection.packages) == sorted(p.name for p in packages)
+    assert all(s.recorded is not None for s in selection.packages)
+    return selection.packages
 
 
 def listing(stick: Path) -> set[str]:

@@ -22,10 +22,11 @@ import pytest
 from tests.test_bundle_common import (
     Corpus,
     expected_files,
+    indexed,
     listing,
     staging_files,
 )
-from usb_bundler import BundleKeys, create_or_update_bundle
+from usb_bundler import BundleKeys, SourcePackage, create_or_update_bundle
 from wapt.bundle import verify_bundle
 from wapt.errors import BundleVerificationError
 
@@ -120,10 +121,12 @@ def test_sigkill_at_random_moments_of_an_update(
     print(f"update {duration * 1000:.0f} ms; outcomes (killed, version): {outcomes}")
 
 
-def _checkpoints(stick: Path, pristine: Path, keys: BundleKeys, corpus: Corpus) -> list[str]:
+def _checkpoints(
+    stick: Path, pristine: Path, keys: BundleKeys, second: list[Path] | list[SourcePackage]
+) -> list[str]:
     labels: list[str] = []
     restore(pristine, stick)
-    create_or_update_bundle(stick, corpus.second, keys, checkpoint=labels.append)
+    create_or_update_bundle(stick, second, keys, checkpoint=labels.append)
     return labels
 
 
@@ -138,11 +141,17 @@ def _kill_at(step: int) -> Callable[[str], None]:
     return checkpoint
 
 
+@pytest.mark.parametrize("source", ["files", "indexed repository"])
 def test_sigkill_at_every_step_of_an_update(
-    tmp_path: Path, bundle_v1: Path, corpus: Corpus, site_keys: BundleKeys
+    tmp_path: Path, bundle_v1: Path, corpus: Corpus, site_keys: BundleKeys, source: str
 ) -> None:
+    """Both ways of staging a file: hashed while copied (bare files), and copied by the kernel
+    because the repository's scan recorded its sha256."""
     stick = tmp_path / "stick"
-    labels = _checkpoints(stick, bundle_v1, site_keys, corpus)
+    second: list[Path] | list[SourcePackage] = corpus.second
+    if source == "indexed repository":
+        second = indexed(corpus.second, tmp_path / "repo")
+    labels = _checkpoints(stick, bundle_v1, site_keys, second)
     assert "committed" in labels and any(x.startswith("placed:") for x in labels)
     assert any(x.startswith("removed:") for x in labels)
     versions = []
@@ -150,7 +159,7 @@ def test_sigkill_at_every_step_of_an_update(
         restore(bundle_v1, stick)
         status = run_child(
             lambda step=step: create_or_update_bundle(
-                stick, corpus.second, site_keys, checkpoint=_kill_at(step)
+                stick, second, site_keys, checkpoint=_kill_at(step)
             ),
             kill_after=None,
         )

@@ -4,11 +4,16 @@ repositories on disk and over HTTP."""
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
 import shutil
 import subprocess
+import zipfile
 from collections import namedtuple
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +23,7 @@ from tests.test_bundle_common import (
     build,
     expected_files,
     fresh_copy,
+    indexed,
     listing,
     staging_files,
 )
@@ -38,10 +44,12 @@ from wapt.errors import (
     BundleFilesystemError,
     BundleKeyError,
     BundleSpaceError,
+    BundleVerificationError,
+    BundleWriteError,
     MissingDependencyError,
     ResolveError,
 )
-from wapt.repository import scan_repository
+from wapt.repository import SCAN_MEMBER, scan_repository
 from wapt.resolve import HostProfile
 from wapt.trust import TrustStore
 
@@ -439,3 +447,190 @@ def test_kiosk_links_inside_the_folder_go_onto_the_stick_as_copies(tmp_path: Pat
     with pytest.raises(BundleFilesystemError, match="links out of the folder") as refused:
         bundle_writer.kiosk_files(build)
     assert all(name in str(refused.value) for name in ("escape", "loop-dir", "pipe"))
+
+
+# --- sha256 known before the write: copied by the kernel, not hashed --------------------------
+
+
+def count_kernel_copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the bytes `os.copy_file_range` copies for the writer."""
+    copied: list[int] = []
+    original = os.copy_file_range
+
+    def counting(fd_in: int, fd_out: int, count: int, *args: int) -> int:
+        n = original(fd_in, fd_out, count, *args)
+        copied.append(n)
+        return n
+
+    monkeypatch.setattr(os, "copy_file_range", counting)
+    return copied
+
+
+def rewrite_scan_record(repo: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change the `comptoir/scan.json` record inside the repository's `Packages` zip."""
+    index = repo / "Packages"
+    with zipfile.ZipFile(index) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    record = json.loads(members[SCAN_MEMBER])
+    change(record)
+    members[SCAN_MEMBER] = json.dumps(record).encode()
+    with zipfile.ZipFile(index, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+@pytest.mark.skipif(not hasattr(os, "copy_file_range"), reason="no os.copy_file_range here")
+def test_an_indexed_repository_is_copied_by_the_kernel_without_hashing(
+    tmp_path: Path,
+    corpus: Corpus,
+    site_keys: BundleKeys,
+    ca_trust: TrustStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sources = indexed(corpus.first, tmp_path / "repo")
+    written, kernel = count_writes(monkeypatch), count_kernel_copies(monkeypatch)
+    stick, cache = tmp_path / "stick", tmp_path / "hashes.json"
+    result = create_or_update_bundle(stick, sources, site_keys, hash_cache=cache)
+    total = sum(s.size for s in sources)
+    assert written == [] and sum(kernel) == total  # no byte through user space, none hashed
+    assert sorted(result.copied) == sorted(p.name for p in corpus.first)
+    verified = verify_bundle(stick, site_keys.root, trust=ca_trust)
+    assert verified.warnings == () and listing(stick) == expected_files(corpus.first, verified)
+    assert staging_files(stick) == []
+    # the recorded hash also says "unchanged" without reading anything
+    again = create_or_update_bundle(stick, sources, site_keys)
+    assert again.copied == [] and again.bytes_hashed == 0 and sum(kernel) == total
+
+    # the writer's own hash cache is a source of known hashes too (bare files, no record)
+    monkeypatch.undo()
+    create_or_update_bundle(tmp_path / "probe", corpus.first, site_keys, hash_cache=cache)
+    written, kernel = count_writes(monkeypatch), count_kernel_copies(monkeypatch)
+    create_or_update_bundle(tmp_path / "other", corpus.first, site_keys, hash_cache=cache)
+    assert written == [] and sum(kernel) == total
+    assert verify_bundle(tmp_path / "other", site_keys.root).warnings == ()
+
+
+@pytest.mark.parametrize("change", ["mtime", "inode", "size"])
+def test_a_file_changed_since_it_was_recorded_is_hashed(
+    tmp_path: Path,
+    corpus: Corpus,
+    site_keys: BundleKeys,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    repo = tmp_path / "repo"
+    sources = indexed(corpus.first, repo)
+    target = repo / corpus.changed
+    st = target.stat()
+    if change == "mtime":
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    elif change == "inode":  # another file, same bytes, same size and mtime (`cp -p`, rsync)
+        shutil.copy2(target, tmp_path / "copy")
+        os.replace(tmp_path / "copy", target)
+        assert target.stat().st_ino != st.st_ino and target.stat().st_mtime_ns == st.st_mtime_ns
+    else:
+        with open(target, "ab") as f:
+            f.write(b"\0")
+    written = count_writes(monkeypatch)
+    stick = tmp_path / "stick"
+    if change == "size":  # hashed while copied: the index is stale, nothing is committed
+        with pytest.raises(BundleWriteError, match="rescan the repository"):
+            create_or_update_bundle(stick, sources, site_keys)
+        assert not (stick / METADATA_DIR / "timestamp.json").exists()
+        return
+    create_or_update_bundle(stick, sources, site_keys)
+    assert sum(written) == st.st_size  # that file only went through user space, hashed
+    assert verify_bundle(stick, site_keys.root).warnings == ()
+
+
+def test_a_lying_scan_record_gives_a_bundle_that_verify_refuses(
+    tmp_path: Path, corpus: Corpus, site_keys: BundleKeys
+) -> None:
+    repo = tmp_path / "repo"
+    indexed(corpus.first, repo)
+    wrong = hashlib.sha256(b"not the package").hexdigest()
+
+    def lie(record: dict[str, Any]) -> None:
+        record["files"][corpus.changed]["sha256"] = wrong
+
+    rewrite_scan_record(repo, lie)
+    names = [p.name.split("_")[0] for p in corpus.first]
+    sources = packages_from_repository(repo, packages=names).packages
+    assert next(s for s in sources if s.filename == corpus.changed).recorded.sha256 == wrong  # type: ignore[union-attr]
+    stick = tmp_path / "stick"
+    create_or_update_bundle(stick, sources, site_keys)
+    with pytest.raises(BundleVerificationError, match=corpus.changed):
+        verify_bundle(stick, site_keys.root)
+
+
+def test_kernel_copy_unavailable_falls_back_to_sendfile_then_read_write(
+    tmp_path: Path, corpus: Corpus, site_keys: BundleKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sources = indexed(corpus.first, tmp_path / "repo")
+    total = sum(s.size for s in sources)
+    monkeypatch.delattr(os, "copy_file_range", raising=False)
+    sent: list[int] = []
+    original_sendfile = os.sendfile
+
+    def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        n = original_sendfile(out_fd, in_fd, offset, count)
+        sent.append(n)
+        return n
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
+    written = count_writes(monkeypatch)
+    create_or_update_bundle(tmp_path / "stick", sources, site_keys)
+    assert sum(sent) == total and written == []
+    assert verify_bundle(tmp_path / "stick", site_keys.root).warnings == ()
+
+    # neither kernel copy between these file systems (EXDEV, ENOSYS): read and write
+    def refused(*_args: int) -> int:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    def missing(*_args: Any) -> int:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(os, "copy_file_range", refused, raising=False)
+    monkeypatch.setattr(os, "sendfile", missing)
+    create_or_update_bundle(tmp_path / "stick2", sources, site_keys)
+    assert sum(written) == total
+    assert verify_bundle(tmp_path / "stick2", site_keys.root).warnings == ()
+
+
+@pytest.mark.skipif(not hasattr(os, "copy_file_range"), reason="no os.copy_file_range here")
+def test_disk_filling_up_during_a_kernel_copy_leaves_the_previous_bundle(
+    tmp_path: Path,
+    bundle_v1: Path,
+    corpus: Corpus,
+    site_keys: BundleKeys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stick = fresh_copy(bundle_v1, tmp_path)
+    sources = indexed(corpus.second, tmp_path / "repo")
+
+    def full(*_args: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "copy_file_range", full)
+    with pytest.raises(BundleSpaceError, match="is full while writing"):
+        create_or_update_bundle(stick, sources, site_keys)
+    assert verify_bundle(stick, site_keys.root).targets_version == 1
+    assert not [n for n in staging_files(stick) if n.endswith(".part")]
+
+
+def test_the_sync_mode_follows_the_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One syncfs when every file is a kernel copy of known hashes (Linux), else an fsync per
+    file; never syncfs where the system has none (it would flush nothing)."""
+    known = bundle_writer._Planned(bundle_writer.BundleFile("k/a", Path("a"), 1), "0" * 64, "1")
+    hashed = bundle_writer._Planned(bundle_writer.BundleFile("k/b", Path("b"), 1))
+    choose = bundle_writer._Writer._choose_sync_mode
+    monkeypatch.setattr(bundle_writer, "_SYNCFS", lambda fd: 0)
+    monkeypatch.setattr(bundle_writer, "SYNC_MODE", "auto")
+    assert choose(None, [known]) == "syncfs"  # type: ignore[arg-type]
+    assert choose(None, [known, hashed]) == "fsync"  # type: ignore[arg-type]
+    monkeypatch.setattr(bundle_writer, "SYNC_MODE", "fsync")
+    assert choose(None, [known]) == "fsync"  # type: ignore[arg-type]
+    monkeypatch.setattr(bundle_writer, "SYNC_MODE", "syncfs")
+    assert choose(None, [hashed]) == "syncfs"  # type: ignore[arg-type]
+    monkeypatch.setattr(bundle_writer, "_SYNCFS", None)
+    assert choose(None, [known]) == "fsync"  # type: ignore[arg-type]

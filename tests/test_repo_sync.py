@@ -5,6 +5,7 @@ that continues where it stopped."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -42,7 +43,7 @@ from usb_bundler.sync import (
     sync_repository,
 )
 from wapt.errors import ResolveError
-from wapt.repository import load_index, scan_repository
+from wapt.repository import load_index, recorded_files, scan_repository
 from wapt.trust import TrustStore
 
 TRUST = TrustStore.from_path(PKI / "ca.crt")
@@ -89,6 +90,11 @@ def test_mirrors_the_sites_packages_then_only_what_changed(
     assert sorted(p.name for p in site.glob("*.wapt")) == expected
     assert len(list((site / "icons").glob("*.png"))) == 2
     assert wapt_gets(counter) == dict.fromkeys(expected, 1)
+    # the site's index records each verified package's sha256, for the bundle writer
+    recorded = recorded_files((site / "Packages").read_bytes())
+    for name in expected:
+        assert recorded[name].matches((site / name).stat())
+        assert recorded[name].sha256 == hashlib.sha256((site / name).read_bytes()).hexdigest()
 
     index_before = (site / "Packages").read_bytes()
     counter.clear()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import shutil
 import zipfile
@@ -16,7 +18,7 @@ from tests.httpserver import serve_directory
 from wapt import errors
 from wapt.control import format_records, parse_records
 from wapt.package import build_package
-from wapt.repository import load_index, read_index, scan_repository
+from wapt.repository import SCAN_MEMBER, load_index, read_index, recorded_files, scan_repository
 from wapt.trust import TrustStore
 
 
@@ -124,6 +126,41 @@ def test_rescan_reads_only_what_changed(built_repo: Path, trust: TrustStore) -> 
 
     forced = scan_repository(built_repo, force=True)
     assert len(forced.read) == 3
+
+
+def test_scan_records_each_files_sha256_and_inode(built_repo: Path) -> None:
+    scan_repository(built_repo)
+    data = (built_repo / "Packages").read_bytes()
+    recorded = recorded_files(data)
+    packages = sorted(built_repo.glob("*.wapt"))
+    assert sorted(recorded) == [p.name for p in packages]
+    for path in packages:
+        record = recorded[path.name]
+        assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert record.matches(path.stat())
+    # a record written before sha256 and inodes were kept: each file is read once more
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    state = json.loads(members[SCAN_MEMBER])
+    for info in state["files"].values():
+        del info["sha256"], info["ino"]
+    members[SCAN_MEMBER] = json.dumps(state).encode()
+    with zipfile.ZipFile(built_repo / "Packages", "w") as zf:
+        for name, member in members.items():
+            zf.writestr(name, member)
+    assert recorded_files((built_repo / "Packages").read_bytes()) == {}
+    upgraded = scan_repository(built_repo)
+    assert upgraded.written and len(upgraded.read) == len(packages)
+    assert recorded_files((built_repo / "Packages").read_bytes()) == recorded
+    # the same bytes under another inode (`cp -p`, rsync) are another file: read again
+    moved = packages[0]
+    shutil.copy2(moved, built_repo / "copy.tmp")
+    os.replace(built_repo / "copy.tmp", moved)
+    again = scan_repository(built_repo)
+    assert again.read == [moved.name] and again.reused == len(packages) - 1
+    assert recorded_files((built_repo / "Packages").read_bytes())[moved.name].matches(moved.stat())
+    for garbage in (b"", b"not a zip", members["Packages"]):
+        assert recorded_files(garbage) == {}
 
 
 def test_unreadable_package_is_skipped_with_its_reason(built_repo: Path, trust: TrustStore) -> None:

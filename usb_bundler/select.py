@@ -27,7 +27,7 @@ from wapt.errors import (
     WaptError,
 )
 from wapt.package import CERTIFICATE, ICON, read_control_from
-from wapt.repository import INDEX_NAME, fetch, index_url, read_index
+from wapt.repository import INDEX_NAME, RecordedFile, fetch, index_url, read_index, recorded_files
 from wapt.resolve import HostProfile, resolve
 from wapt.trust import Certificate, TrustStore, load_certificates
 from wapt.version import PackageRequest
@@ -52,6 +52,9 @@ class SourcePackage:
     certificates: tuple[Certificate, ...] = ()
     #: the icon: bytes already read, a local file, or a URL
     icon: bytes | Path | str | None = None
+    #: what the local repository's last scan recorded of the file (its sha256, for the file
+    #: with that size, mtime and inode only): lets the writer copy it without hashing it
+    recorded: RecordedFile | None = None
 
     @property
     def is_remote(self) -> bool:
@@ -147,6 +150,8 @@ def packages_from_repository(
         BundleFilesystemError is not raised here; names are checked by the writer.
     """
     data, source = _read_index_bytes(str(repo))
+    local = urllib.parse.urlsplit(str(repo)).scheme not in ("http", "https")
+    recorded = recorded_files(data) if local else {}
     if trust is not None:
         index = read_index(data, trust, source=source)
         entries, certificates = index.entries, list(index.certificates.values())
@@ -202,6 +207,7 @@ def packages_from_repository(
                 md5=entry.md5sum.lower() or None,
                 certificates=tuple(certificates),
                 icon=_join(repo, f"icons/{entry.package_uuid}.png") if entry.package_uuid else None,
+                recorded=recorded.get(filename),
             )
         )
     return result

@@ -7,8 +7,11 @@ bundle or the new one:
 2. Check, before copying a byte: files on the destination that are not the bundle's, FAT/exFAT
    names and case clashes, FAT32's 4 GiB file limit, and free space.
 3. Copy every new or changed file into `comptoir-bundle/staging/` under a temporary name,
-   hashing it as it is written (each source is read once), fsync it, and rename it to its
-   sha256. Nothing outside the staging area changes, so the previous bundle still verifies.
+   fsync it, and rename it to its sha256. A source whose sha256 is already known for that very
+   file (the repository's scan record, or the hash cache: same size, mtime and inode) is copied
+   by the kernel (`copy_file_range`, else `sendfile`, else read/write) without being hashed
+   again; any other is hashed as it is written (each source is read once). Nothing outside the
+   staging area changes, so the previous bundle still verifies.
 4. Write `N.targets.json` and `N.snapshot.json` (new names), then replace `timestamp.json`
    atomically: the commit. Agents now see version N, whose files are at their place or,
    for a moment longer, in the staging area under their hash.
@@ -18,7 +21,9 @@ bundle or the new one:
 
 Unchanged files are recognised without reading them: same name and length as the current
 target and, for a local source, a sha256 remembered for that file's size, modification time,
-change time and inode (the hash cache); for an HTTP source, the MD5 of the source index.
+change time and inode (the hash cache) or recorded by the repository's scan for its size,
+modification time and inode; for an HTTP source, the MD5 of the source index. Why a recorded
+sha256 may be trusted without re-reading the file: ADR 7, "Hashes known before the write".
 """
 
 from __future__ import annotations
@@ -110,10 +115,14 @@ def _load_syncfs() -> Callable[[int], int] | None:
 
 _SYNCFS = _load_syncfs()
 #: how staged files reach the medium before the commit: "fsync" (each file on a helper thread
-#: while the next one is copied), or "syncfs" (one flush of the whole file system after the last
-#: file, Linux only). `bench/bundle.py` measures both: fsync 0.78×, syncfs 0.41× `cp` + `sync`
-#: (syncfs also waits for every other writer's data and loses the overlap), so fsync it is.
-SYNC_MODE = "fsync"
+#: while the next one is copied), "syncfs" (one flush of the destination's file system after the
+#: last file; Linux only, elsewhere "fsync"), or "auto": syncfs when every file of the write is
+#: a kernel copy (its hashes known beforehand), else fsync. `bench/bundle.py` measures them
+#: (docs/benchmarks.md): hashing copies want the per-file fsync overlapped with the copy (0.78×
+#: against 0.41× `cp` + `sync`); kernel copies leave the CPU idle and one syncfs wins (0.84×
+#: against 0.63× plain `cp -r`). A stick is a file system of its own: syncfs waits for no one
+#: else's data there.
+SYNC_MODE = "auto"
 DEFAULT_EXPIRES_DAYS = 90
 COPY_THREADS = 2
 #: where `--with-kiosk` puts the kiosk's files on the stick
@@ -160,6 +169,13 @@ def _utc(now: datetime | None) -> datetime:
 
 # --- the hash cache -------------------------------------------------------------------------
 
+#: (size, mtime_ns, inode): the file a known sha256 is for; checked again on the open file
+_FileStamp = tuple[int, int, int]
+
+
+def _file_stamp(st: os.stat_result) -> _FileStamp:
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
 
 class _HashCache:
     """sha256 (and md5) of local sources, keyed by path and (size, mtime, ctime, inode)."""
@@ -181,7 +197,8 @@ class _HashCache:
     def _stamp(st: os.stat_result) -> list[int]:
         return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
-    def lookup(self, source: Path) -> tuple[str, str | None] | None:
+    def lookup(self, source: Path) -> tuple[str, str | None, _FileStamp] | None:
+        """The sha256 and md5 remembered for `source`, and the stamp of the file they are for."""
         try:
             st = source.stat()
             entry = self.entries.get(os.path.realpath(source))
@@ -192,7 +209,7 @@ class _HashCache:
         sha, md5 = entry.get("sha256"), entry.get("md5")
         if not isinstance(sha, str):
             return None
-        return sha, md5 if isinstance(md5, str) else None
+        return sha, md5 if isinstance(md5, str) else None, _file_stamp(st)
 
     def store(self, source: Path, st: os.stat_result, sha: str, md5: str | None) -> None:
         with self.lock:
@@ -258,6 +275,54 @@ def _write_all(fd: int, data: memoryview) -> None:
     while data:
         written = os.write(fd, data)
         data = data[written:]
+
+
+#: errors after which the next, plainer way of copying is tried (the kernel or the file system
+#: does not offer this one, or not between these two file systems)
+_COPY_FALLBACK_ERRNOS = frozenset(
+    {errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM}
+)
+#: the ways of copying without hashing, fastest first
+COPY_METHODS = ("copy_file_range", "sendfile", "read")
+
+
+def _copy_chunk(fd_in: int, fd_out: int, count: int, methods: list[str]) -> int:
+    """Copy up to `count` bytes from `fd_in`'s position to `fd_out`'s; bytes copied (0 at end).
+
+    Uses `methods[0]`: `copy_file_range` and `sendfile` keep the bytes in the kernel; when one
+    is missing or refused (see `_COPY_FALLBACK_ERRNOS`) it is dropped from `methods` and the
+    next is tried. `read` (read/write through user space) is the last resort.
+    """
+    while True:
+        method = methods[0]
+        try:
+            if method == "copy_file_range":
+                copy_file_range = getattr(os, "copy_file_range", None)
+                if copy_file_range is None:
+                    raise OSError(errno.ENOSYS, "copy_file_range is not available")
+                return int(copy_file_range(fd_in, fd_out, count))
+            if method == "sendfile":
+                sendfile = getattr(os, "sendfile", None)
+                if sendfile is None:
+                    raise OSError(errno.ENOSYS, "sendfile is not available")
+                return int(sendfile(fd_out, fd_in, None, count))
+            data = os.read(fd_in, min(count, CHUNK))
+            _write_chunk(fd_out, memoryview(data))
+            return len(data)
+        except OSError as e:
+            if method != "read" and e.errno in _COPY_FALLBACK_ERRNOS:
+                methods.pop(0)
+                continue
+            raise
+
+
+def _start_writeback(fd: int, flushed: int, length: int) -> int:
+    """Once a window of `fd` is written past `flushed`, ask the kernel to start writing it
+    back now, so the fsync before the commit waits less; the new `flushed` offset."""
+    if _FADVISE and length - flushed >= WRITEBACK_WINDOW:
+        os.posix_fadvise(fd, flushed, length - flushed, os.POSIX_FADV_DONTNEED)
+        return length
+    return flushed
 
 
 def _space_or_write_error(e: OSError, dest: Path, what: str) -> BundleError:
@@ -329,6 +394,8 @@ class _Planned:
     sha256: str | None = None
     md5: str | None = None
     copy: bool = True
+    #: the file `sha256` is known for without hashing (scan record or hash cache), if any
+    known_for: _FileStamp | None = None
 
 
 class _Writer:
@@ -372,6 +439,8 @@ class _Writer:
         self.warnings: list[str] = []
         self.syncer = ThreadPoolExecutor(1, thread_name_prefix="bundle-fsync")
         self.syncs: list[Future[None]] = []
+        #: "fsync" or "syncfs", chosen per write (`SYNC_MODE`, `_choose_sync_mode`)
+        self.sync_mode = "fsync"
 
     # -- the current bundle --
 
@@ -542,8 +611,16 @@ class _Writer:
             if isinstance(source.location, Path):
                 known = self.cache.lookup(source.location)
                 if known is not None:
-                    plan.sha256 = known[0]
+                    plan.sha256, plan.known_for = known[0], known[2]
                     plan.md5 = plan.md5 or known[1]
+                elif isinstance(source, SourcePackage) and source.recorded is not None:
+                    # the repository's scan hashed this very file (same size, mtime, inode)
+                    try:
+                        st = source.location.stat()
+                    except OSError:
+                        st = None
+                    if st is not None and source.recorded.matches(st):
+                        plan.sha256, plan.known_for = source.recorded.sha256, _file_stamp(st)
             old = current.targets.get(source.filename) if current else None
             if old is not None and old.length == source.size and self._plain_ok(old):
                 if source.is_remote:
@@ -625,10 +702,7 @@ class _Writer:
                         raise _space_or_write_error(e, self.dest, name) from e
                     length += n
                     progress.add(n, name)
-                    if _FADVISE and length - flushed >= WRITEBACK_WINDOW:
-                        # start writing back now: the fsync before the commit then waits less
-                        os.posix_fadvise(fd, flushed, length - flushed, os.POSIX_FADV_DONTNEED)
-                        flushed = length
+                    flushed = _start_writeback(fd, flushed, length)
             finally:
                 os.close(fd)
             if size is not None and length != size:
@@ -645,6 +719,73 @@ class _Writer:
         self._sync_later(self.staging / digest, name)
         return digest, md5.hexdigest() if md5 is not None else None, length
 
+    def _stage_known(
+        self,
+        source: SourcePackage | BundleFile,
+        location: Path,
+        sha256: str,
+        known_for: _FileStamp,
+        progress: ProgressMeter,
+    ) -> int | None:
+        """Copy a source whose sha256 is already known, without hashing it; bytes copied.
+
+        The bytes stay in the kernel (`_copy_chunk`). The open source must still be the file
+        the hash is known for (size, mtime, inode), before and after the copy; otherwise None:
+        the caller hashes it while copying instead. Staging, early writeback and the fsync on
+        the syncer thread are those of `_stage_stream`.
+        """
+        name = source.filename
+        try:
+            fd_in = os.open(location, os.O_RDONLY)
+        except OSError as e:
+            raise BundleWriteError(f"{location}: cannot read: {e.strerror or e}") from e
+        try:
+            st = os.fstat(fd_in)
+            if _file_stamp(st) != known_for:
+                return None
+            executable = isinstance(source, BundleFile) and st.st_mode & 0o111
+            part = self.staging / f".{uuid.uuid4().hex}.part"
+            try:
+                fd = os.open(
+                    part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755 if executable else 0o644
+                )
+            except OSError as e:
+                raise _space_or_write_error(e, self.dest, name) from e
+            try:
+                length = flushed = 0
+                methods = list(COPY_METHODS)
+                try:
+                    while length < source.size:
+                        count = min(WRITEBACK_WINDOW, source.size - length)
+                        try:
+                            n = _copy_chunk(fd_in, fd, count, methods)
+                        except OSError as e:
+                            raise _space_or_write_error(e, self.dest, name) from e
+                        if not n:
+                            if methods[0] == "read":
+                                break  # the end of the file, earlier than its index says
+                            methods.pop(0)  # a kernel copy that copies nothing: go plainer
+                            continue
+                        length += n
+                        progress.add(n, name)
+                        flushed = _start_writeback(fd, flushed, length)
+                finally:
+                    os.close(fd)
+                if length != source.size or _file_stamp(os.fstat(fd_in)) != known_for:
+                    # changed since it was hashed, or while being copied: hash what is there
+                    part.unlink()
+                    progress.add(-length, name)
+                    return None
+                os.replace(part, self.staging / sha256)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    part.unlink()
+                raise
+        finally:
+            os.close(fd_in)
+        self._sync_later(self.staging / sha256, name)
+        return length
+
     def _sync_later(self, path: Path, name: str) -> None:
         """fsync `path` on the syncer thread, while the copiers go on with the next files."""
 
@@ -658,13 +799,23 @@ class _Writer:
             except OSError as e:
                 raise _space_or_write_error(e, self.dest, name) from e
 
-        if SYNC_MODE == "syncfs":
+        if self.sync_mode == "syncfs":
             return  # `_wait_synced` flushes the whole file system once, after the last file
         self.syncs.append(self.syncer.submit(sync))
 
+    def _choose_sync_mode(self, to_copy: Sequence[_Planned]) -> str:
+        """ "syncfs" where it exists and `SYNC_MODE` asks for it (or, "auto", when every copy
+        is a kernel copy of known hashes); else "fsync"."""
+        if _SYNCFS is None or SYNC_MODE == "fsync":
+            return "fsync"
+        if SYNC_MODE == "syncfs":
+            return "syncfs"
+        known = all(p.sha256 is not None and p.md5 is not None for p in to_copy)
+        return "syncfs" if known else "fsync"
+
     def _wait_synced(self) -> None:
         """Every staged file is on the medium: the commit may follow."""
-        if SYNC_MODE == "syncfs" and _SYNCFS is not None:
+        if self.sync_mode == "syncfs" and _SYNCFS is not None:
             # One flush for the whole write, like the `sync` a technician runs after `cp`: the
             # kernel writes every staged file back at its own pace meanwhile, and nothing waits
             # on one file at a time.
@@ -693,6 +844,19 @@ class _Writer:
                 if sha == plan.sha256:
                     progress.add(source.size, source.filename)
                     return sha, plan.md5 or md5, 0
+        needs_md5 = plan.md5 is None and isinstance(source, SourcePackage)
+        if (
+            plan.sha256 is not None
+            and plan.known_for is not None
+            and not needs_md5
+            and isinstance(source.location, Path)
+        ):
+            length = self._stage_known(
+                source, source.location, plan.sha256, plan.known_for, progress
+            )
+            if length is not None:
+                self.checkpoint(f"staged:{source.filename}")
+                return plan.sha256, plan.md5, length
         with _open_source(source.location) as stream:
             st = source.location.stat() if isinstance(source.location, Path) else None
             # the kiosk's executables stay executable (where the file system keeps modes)
@@ -795,6 +959,7 @@ class _Writer:
         )
 
         # copy what is new or changed into the staging area
+        self.sync_mode = self._choose_sync_mode(to_copy)
         progress = ProgressMeter(sum(p.source.size for p in to_copy), self.report)
         if to_copy:
             with ThreadPoolExecutor(COPY_THREADS) as pool:

@@ -2,8 +2,10 @@
 
 The index is a zip holding the `Packages` text (every package's control block plus `filename`,
 `size` and `md5sum`), `ssl/<sha256>.crt` for every certificate of the signers' chains, and a
-`comptoir/scan.json` member that remembers each file's size and modification time so that a
-rescan reads only new or changed files. WAPT agents read only `Packages` and `ssl/`.
+`comptoir/scan.json` member that remembers each file's size, modification time and inode, so
+that a rescan reads only new or changed files, and its sha256 (computed in the same pass as the
+MD5), so that the bundle writer can copy the file without hashing it again (`RecordedFile`).
+WAPT agents read only `Packages` and `ssl/`.
 
 Loading checks each entry on its own, as WAPT's agent does: the signer certificate is found by
 `signer_fingerprint` among the index's `ssl/` certificates, its chain must reach the local trust
@@ -74,25 +76,81 @@ class ScanResult:
     written: bool = False
 
 
+#: (size, mtime_ns, inode): a file is the one scanned only if all three are unchanged
+_Stamp = tuple[int, int, int | None]
+
+
 @dataclass
 class _Scanned:
     entry: PackageEntry
     chain: list[Certificate]
-    stamp: tuple[int, int]
+    stamp: _Stamp
+    sha256: str | None = None
 
 
-def _stamp(st: os.stat_result) -> tuple[int, int]:
-    return (st.st_size, st.st_mtime_ns)
+def _stamp(st: os.stat_result) -> _Stamp:
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """What the last scan recorded of one package file: its stamp and its sha256.
+
+    The sha256 is as trustworthy as the index's MD5 (same pass, same unsigned record): a reader
+    may rely on it only for the very file that was read, which `matches` checks.
+    """
+
+    size: int
+    mtime_ns: int
+    ino: int
+    sha256: str
+
+    def matches(self, st: os.stat_result) -> bool:
+        """Whether `st` is the stat of the file this record describes (size, mtime, inode)."""
+        return (st.st_size, st.st_mtime_ns, st.st_ino) == (self.size, self.mtime_ns, self.ino)
+
+
+def recorded_files(index_data: bytes) -> dict[str, RecordedFile]:
+    """The scan record of a `Packages` zip held in memory, by file name.
+
+    Only complete entries are returned; an index without a record (written by WAPT, or by an
+    older scan) gives an empty mapping: the record only ever saves work, it is never required.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(index_data)) as zf:
+            state = json.loads(zf.read(SCAN_MEMBER))
+        files = state["files"]
+        if not isinstance(files, dict):
+            return {}
+    except (KeyError, ValueError, TypeError, zipfile.BadZipFile):
+        return {}
+    recorded = {}
+    for name, info in files.items():
+        if not isinstance(info, dict):
+            continue
+        size, mtime, ino, sha = (info.get(k) for k in ("size", "mtime_ns", "ino", "sha256"))
+        if (
+            all(isinstance(v, int) and not isinstance(v, bool) for v in (size, mtime, ino))
+            and isinstance(sha, str)
+            and len(sha) == 64
+            and all(c in "0123456789abcdef" for c in sha)
+        ):
+            assert isinstance(size, int) and isinstance(mtime, int) and isinstance(ino, int)
+            recorded[str(name)] = RecordedFile(size, mtime, ino, sha)
+    return recorded
 
 
 def _read_package_for_index(
     path: Path, limits: ArchiveLimits, chains: dict[bytes, list[Certificate]]
-) -> tuple[PackageEntry, list[Certificate], bytes | None, str]:
-    """Read one package's control, chain and icon (no trust decision), and its md5."""
+) -> tuple[PackageEntry, list[Certificate], bytes | None, str, str]:
+    """Read one package's control, chain and icon (no trust decision), its md5 and sha256
+    (one read of the file for both)."""
     digest = hashlib.md5(usedforsecurity=False)
+    sha = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1024 * 1024):
             digest.update(chunk)
+            sha.update(chunk)
     with open_archive(path, limits) as archive:
         entry = read_control_from(archive)
         chain: list[Certificate] = []
@@ -106,7 +164,7 @@ def _read_package_for_index(
         if ICON in archive.members and archive.members[ICON].file_size <= MAX_ICON_SIZE:
             data = archive.read(ICON, MAX_ICON_SIZE)
             icon = data if data.startswith(PNG_MAGIC) else None
-    return entry, chain, icon, digest.hexdigest()
+    return entry, chain, icon, digest.hexdigest(), sha.hexdigest()
 
 
 def _load_previous(index: Path) -> tuple[dict[str, _Scanned], dict[str, bytes]] | None:
@@ -138,7 +196,13 @@ def _load_previous(index: Path) -> tuple[dict[str, _Scanned], dict[str, bytes]] 
             chain = [by_fp[fp] for fp in info["chain"]]
         except KeyError:
             continue
-        previous[entry.filename] = _Scanned(entry, chain, (info["size"], info["mtime_ns"]))
+        sha = info.get("sha256")
+        previous[entry.filename] = _Scanned(
+            entry,
+            chain,
+            (info["size"], info["mtime_ns"], info.get("ino")),
+            sha if isinstance(sha, str) else None,
+        )
     return previous, certs
 
 
@@ -152,8 +216,10 @@ def scan_repository(
 ) -> ScanResult:
     """Write `repo_dir/Packages` for the `.wapt` files in `repo_dir`, reading only what changed.
 
-    A file whose size and modification time match the previous scan is not opened again; when
-    nothing changed the index is not rewritten at all. Icons are copied to
+    A file whose size, modification time and inode match the previous scan is not opened again
+    (unless the previous scan, from an older version, did not record its sha256); when nothing
+    changed the index is not rewritten at all. Each file read is hashed once, MD5 for the index
+    and sha256 for the scan record. Icons are copied to
     `icons/<package_uuid>.png`. Unreadable packages are left out and listed in `skipped`.
     Signatures are not checked here: agents check every entry (`load_index`). `progress`, if
     given, is called with (files done, files to read) as new or changed files are read.
@@ -164,7 +230,7 @@ def scan_repository(
     if not repo_dir.is_dir():
         raise RepositoryError(f"{repo_dir}: not a directory")
     index = repo_dir / INDEX_NAME
-    files: dict[str, tuple[int, int]] = {}
+    files: dict[str, _Stamp] = {}
     with os.scandir(repo_dir) as it:
         for de in it:
             if de.name.endswith(".wapt") and de.is_file(follow_symlinks=False):
@@ -174,7 +240,7 @@ def scan_repository(
     previous, _ = loaded if loaded is not None else ({}, {})
     result = ScanResult(index=index, entries=[])
     if loaded is not None and not force:
-        state_files = {name: s.stamp for name, s in previous.items()}
+        state_files = {name: s.stamp for name, s in previous.items() if s.sha256}
         if state_files == files or _only_skipped_differ(index, files, state_files):
             result.entries = [previous[n].entry for n in sorted(previous)]
             result.reused = len(previous)
@@ -184,7 +250,7 @@ def scan_repository(
     to_read = []
     for name in sorted(files):
         old = previous.get(name)
-        if old is not None and old.stamp == files[name]:
+        if old is not None and old.stamp == files[name] and old.sha256:
             scanned[name] = old
             result.reused += 1
         else:
@@ -195,7 +261,7 @@ def scan_repository(
             progress(done, len(to_read))
         path = repo_dir / name
         try:
-            entry, chain, icon, md5 = _read_package_for_index(path, limits, chains)
+            entry, chain, icon, md5, sha = _read_package_for_index(path, limits, chains)
         except (WaptError, OSError) as e:
             error = e if isinstance(e, WaptError) else RepositoryError(f"{name}: {e}")
             result.skipped.append((name, error))
@@ -204,7 +270,7 @@ def scan_repository(
         if entry.section == "host" and not include_host_packages:
             continue
         entry = _with_repo_attributes(entry, name, files[name][0], md5)
-        scanned[name] = _Scanned(entry, chain, files[name])
+        scanned[name] = _Scanned(entry, chain, files[name], sha)
         if icon is not None and entry.package_uuid:
             _write_icon(repo_dir, entry.package_uuid, icon)
     if progress is not None:
@@ -216,9 +282,7 @@ def scan_repository(
     return result
 
 
-def _only_skipped_differ(
-    index: Path, files: dict[str, tuple[int, int]], indexed: dict[str, tuple[int, int]]
-) -> bool:
+def _only_skipped_differ(index: Path, files: dict[str, _Stamp], indexed: dict[str, _Stamp]) -> bool:
     """True when the only files missing from the index are ones the last scan skipped as is."""
     try:
         with zipfile.ZipFile(index) as zf:
@@ -251,9 +315,7 @@ def _write_icon(repo_dir: Path, package_uuid: str, data: bytes) -> None:
     write_atomic(icons / f"{package_uuid}.png", data)
 
 
-def _write_index(
-    index: Path, scanned: dict[str, _Scanned], *, skipped: dict[str, tuple[int, int]]
-) -> None:
+def _write_index(index: Path, scanned: dict[str, _Scanned], *, skipped: dict[str, _Stamp]) -> None:
     certs: dict[str, Certificate] = {}
     state: dict[str, dict[str, object]] = {}
     for name, item in scanned.items():
@@ -262,6 +324,8 @@ def _write_index(
         state[name] = {
             "size": item.stamp[0],
             "mtime_ns": item.stamp[1],
+            "ino": item.stamp[2],
+            "sha256": item.sha256,
             "chain": [c.fingerprint for c in item.chain],
         }
     buffer = io.BytesIO()
