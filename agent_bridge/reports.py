@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 __all__ = [
+    "EPOCH_PATTERN",
     "MAX_EVENTS",
     "MAX_FAILED",
     "MAX_INSTALLED",
@@ -93,6 +94,8 @@ MAX_TEXT: Final = 512
 """Any other text field (names, versions, dates, users) is at most this long."""
 MAX_SEQ: Final = 2**53
 HOST_UUID_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+#: an agent's task-history id (`HostReport.epoch`, `agent_bridge.agent.tasks.TaskQueue.epoch`)
+EPOCH_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """A host's UUID (or its FQDN when the agent uses that): lower case, safe in a file name."""
 
 EVENT_ACTIONS: Final = frozenset({"install", "remove", "upgrade", "shutdown"})
@@ -356,8 +359,9 @@ class FailedPackage(_Flat):
 class ReportEvent(_Flat):
     """Something a person (a teacher) or the shutdown run did on the machine.
 
-    `id` is the agent's task id: the site server records each event once even when it comes
-    twice (over the network and on a stick).
+    `id` is the agent's task id, unique within the report's `epoch` (its task history): the
+    site server records each event once even when it comes twice (over the network and on a
+    stick), and a new epoch's ids, which start again at 1, are new events.
     """
 
     id: int
@@ -411,9 +415,12 @@ class HostReport:
     pending: PendingWork = field(default_factory=PendingWork)
     failed: tuple[FailedPackage, ...] = ()
     events: tuple[ReportEvent, ...] = ()
+    #: the agent's task history the events' ids belong to ("" from agents that have none)
+    epoch: str = ""
 
     _KEYS = frozenset(
         {
+            "epoch",
             "host_uuid",
             "seq",
             "created",
@@ -428,7 +435,9 @@ class HostReport:
     )
 
     def to_json(self) -> dict[str, Any]:
+        epoch = {"epoch": self.epoch} if self.epoch else {}
         return {
+            **epoch,
             "host_uuid": self.host_uuid,
             "seq": self.seq,
             "created": self.created,
@@ -459,7 +468,13 @@ class HostReport:
         installed = _list(data.get("installed", []), f"{where}.installed", MAX_INSTALLED)
         failed = _list(data.get("failed", []), f"{where}.failed", MAX_FAILED)
         events = _list(data.get("events", []), f"{where}.events", MAX_EVENTS)
+        epoch = data.get("epoch", "")
+        if not isinstance(epoch, str) or (epoch and not EPOCH_PATTERN.match(epoch)):
+            raise ReportError(
+                f"{where}.epoch: expected 1 to 64 letters, digits, '-' or '_', got {epoch!r:.80}"
+            )
         return cls(
+            epoch=epoch,
             host_uuid=check_host_uuid(data["host_uuid"], f"{where}.host_uuid"),
             seq=seq,
             created=_time(data, "created", where),

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+import agent_icons
 import agent_latency
 import bundle
 import common
@@ -29,6 +30,7 @@ BENCHMARKS = {
     "index_http": index_http,
     "scan_repo": scan_repo,
     "agent_latency": agent_latency,
+    "agent_icons": agent_icons,
     "bundle": bundle,
     "portal_load": portal_load,
     "site_hosts": site_hosts,

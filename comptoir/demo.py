@@ -36,6 +36,7 @@ from comptoir.demo_site import (
     running_portal,
     running_site,
     seed_site,
+    wait_for_report,
     write_agent_config,
 )
 from portal.site.keys import SiteKeyError
@@ -44,6 +45,7 @@ from portal.site.model import MachineGroup, ModelError, PublishedCatalog
 from portal.site.publish import PublishError
 from portal.site.settings import SiteSettingsError
 from wapt.control import PackageEntry, format_control
+from wapt.fsutil import SecretFileError, load_or_create_secret
 from wapt.package import build_package, verify_package
 from wapt.repository import load_index, scan_repository
 from wapt.trust import (
@@ -451,7 +453,17 @@ def serve_demo(
     """Run the agent and the portal over the demo repository, and the site server (see
     `comptoir.demo_site`)."""
     write_accounts_file(root / "accounts.toml", DEMO_ACCOUNTS)
-    config = write_agent_config(root, DEMO_HOST, agent_port)
+    try:  # made here so that the agent can prove it before the site server first runs
+        load_or_create_secret(site.enrolment_secret_file, what="enrolment secret")
+    except SecretFileError as e:
+        raise click.ClickException(str(e)) from e
+    config = write_agent_config(
+        root,
+        DEMO_HOST,
+        agent_port,
+        site_url=f"http://127.0.0.1:{site_port}/",
+        enrolment=site.enrolment_secret_file.resolve(),
+    )
     click.echo("\nStarting the agent…")
     with running_agent(root, config, agent_port) as agent:
         apply_assignments(agent)
@@ -485,6 +497,15 @@ def serve_demo(
                 except RuntimeError as e:
                     raise click.ClickException(f"the site server: {e}") from e
                 click.echo(f"check: admin signed in on the site server; {'; '.join(dashboard)}")
+                reported = wait_for_report(site, DEMO_HOST)
+                if reported is None:
+                    raise click.ClickException(
+                        f"the agent did not report to the site server ({site_url})"
+                    )
+                click.echo(
+                    f"check: {DEMO_HOST} reported to the site server: "
+                    f"{len(reported.installed)} packages installed"
+                )
                 return
             if open_window(url):
                 return  # the window was closed

@@ -33,6 +33,7 @@ from agent_bridge.client import AgentClient
 if TYPE_CHECKING:
     from flask import Flask
 
+    from portal.site.hosts import HostRecord
     from portal.site.model import MachineGroup, PublishedCatalog
     from portal.site.settings import SiteSettings
 
@@ -50,8 +51,11 @@ class DemoSite:
     portal_url: str
 
 
-def write_agent_config(root: Path, host: str, port: int) -> Path:
-    """The demo agent's configuration; returns its path."""
+def write_agent_config(
+    root: Path, host: str, port: int, *, site_url: str | None = None, enrolment: Path | None = None
+) -> Path:
+    """The demo agent's configuration; returns its path. With `site_url`, the agent registers
+    with the demo site server (proving `enrolment`, the site's secret) and reports to it."""
     installed = root / "installed"
     installed.mkdir(exist_ok=True)
     config = root / "agent.toml"
@@ -72,7 +76,17 @@ COMPTOIR_INSTALL_ROOT = "{installed.resolve()}"
 [[repositories]]
 name = "demo"
 path = "repo"
-""",
+"""
+        + (
+            f"""
+[site]
+url = "{site_url}"
+enrolment_secret_file = "{enrolment}"
+retry_seconds = 1
+"""
+            if site_url and enrolment
+            else ""
+        ),
         "utf-8",
     )
     return config
@@ -284,6 +298,22 @@ def check_admin_login(url: str, user: str, password: str, timeout: float = 10.0)
     if urllib.parse.urlsplit(where).path != "/admin/" or 'class="dashboard"' not in page:
         raise RuntimeError(f"{login}: signing in as {user!r} did not lead to the dashboard")
     return [f"{label.strip()}: {count}" for count, label in _DASHBOARD_ITEM.findall(page)]
+
+
+def wait_for_report(site: SiteSettings, host: str, timeout: float = 60.0) -> HostRecord | None:
+    """The site's record of `host` once it has taken one of its reports, or None after
+    `timeout` seconds (the agent registers, then reports after each task and retries)."""
+    from portal.site.hosts import make_host_store
+
+    store = make_host_store(site)
+    deadline = time.monotonic() + timeout
+    while True:
+        record = store.get(host)
+        if record is not None and record.last_seen:
+            return record
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.25)
 
 
 def display_available() -> bool:

@@ -3,12 +3,17 @@
 They read the portal's settings file (`--config`, or `COMPTOIR_PORTAL_CONFIG`) for its
 `[site]` table. `backup` signs with the site's deployer key; `restore` trusts the certificates
 given with `--trusted` (default: the configured `trusted_certs`), never the archive's own.
+
+Each command is audited in the site's log like an admin's action on the web (`site.init`,
+`site.publish`, `site.backup`, `site.restore`; failures too): who is the operating-system
+user running it, role admin, from `cli@<hostname>`. A restore is audited in the restored
+data directory: its log goes on from the backup's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -45,6 +50,47 @@ def _site_settings(config_path: Path | None, *, required: bool = True) -> Any:
     return settings.site
 
 
+def _audit(
+    data_dir: Path,
+    action: str,
+    target: str,
+    *,
+    outcome: Literal["ok", "failed"] = "ok",
+    details: str = "",
+) -> None:
+    """Record a command-line action in the audit log of `data_dir` (who: the OS user).
+
+    Raises:
+        click.ClickException: the audit log cannot be written (the action is then reported
+            as not fully done: an unaudited admin action must not pass silently).
+    """
+    import getpass
+    import socket
+    from datetime import UTC, datetime
+
+    from portal.site.audit import LIMITS, AuditError, AuditEvent, AuditLog
+
+    def clip(value: str, field: str) -> str:
+        limit = LIMITS[field]
+        return value if len(value) <= limit else value[: limit - 1] + "…"
+
+    try:
+        AuditLog(data_dir / "audit").record(
+            AuditEvent(
+                when=datetime.now(UTC),
+                who=clip(getpass.getuser(), "who"),
+                role="admin",
+                action=action,
+                target=clip(target, "target"),
+                where=clip(f"cli@{socket.gethostname()}", "where"),
+                outcome=outcome,
+                details=clip(details, "details"),
+            )
+        )
+    except (AuditError, OSError) as e:
+        raise click.ClickException(f"{data_dir / 'audit'}: cannot audit {action}: {e}") from e
+
+
 @click.group()
 def site() -> None:
     """Run and maintain a site server (admin side)."""
@@ -62,11 +108,19 @@ def backup_command(config_path: Path | None, target: str | None) -> None:
     from portal.site.backup import BackupError, backup, load_backup_signer
 
     settings = _site_settings(config_path)
+    where = target or settings.backup_target or ""
     try:
         with ProgressBar("Backing up") as bar:
             result = backup(settings, load_backup_signer(settings), target, progress=bar.update)
     except BackupError as e:
+        _audit(settings.data_dir, "site.backup", where, outcome="failed", details=str(e))
         raise click.ClickException(str(e)) from e
+    _audit(
+        settings.data_dir,
+        "site.backup",
+        where,
+        details=f"{result.location}/{result.archive}: {result.files} files",
+    )
     click.echo(f"{result.location}/{result.archive}: {result.files} files, {result.size} bytes")
     if result.left_out:
         click.echo("left out (secrets and keys): " + ", ".join(result.left_out), err=True)
@@ -106,7 +160,16 @@ def restore_command(
     try:
         result = restore(target, name, data_dir, trusted_path)
     except BackupError as e:
+        if settings is not None:  # nothing was restored: the running site's log says it
+            _audit(settings.data_dir, "site.restore", target, outcome="failed", details=str(e))
         raise click.ClickException(str(e)) from e
+    _audit(
+        result.data_dir,
+        "site.restore",
+        target,
+        details=f"{result.archive} (made {result.created}, signed by {result.signer}): "
+        f"{result.files} files into {result.data_dir}",
+    )
     click.echo(
         f"{result.data_dir}: {result.files} files restored from {result.archive} "
         f"(made {result.created}, signed by {result.signer})"
@@ -199,7 +262,14 @@ def init_command(
     try:
         keys = init_site_keys(data_dir / "keys", passphrase, site_name=name)
     except SiteKeyError as e:
+        _audit(data_dir, "site.init", name, outcome="failed", details=str(e))
         raise click.ClickException(str(e)) from e
+    _audit(
+        data_dir,
+        "site.init",
+        name,
+        details="made: " + (", ".join(keys.created) or "nothing (every key was there)"),
+    )
     for created in keys.created:
         click.echo(f"{keys.keys_dir / created}")
     if not keys.created:
@@ -235,7 +305,14 @@ def publish_command(config_path: Path | None) -> None:
     try:
         result = publish(settings, AssignmentStore(settings.data_dir))
     except PublishError as e:
+        _audit(settings.data_dir, "site.publish", settings.name, outcome="failed", details=str(e))
         raise click.ClickException(str(e)) from e
+    _audit(
+        settings.data_dir,
+        "site.publish",
+        settings.name,
+        details=", ".join(result.written) or "nothing changed",
+    )
     for name in result.written:
         click.echo(f"written: {name}")
     click.echo(f"{len(result.written)} written, {len(result.unchanged)} unchanged")

@@ -7,6 +7,9 @@
   (`portal.site.hosts.HostStore.ingest`). The teachers' and shutdown actions it carries go to
   the audit log, each once.
 
+Any other method on these URLs answers a JSON 405 with `Allow`, any other URL under `/api/v1`
+a JSON 404 (`not-found`), never the login page: the clients are programs.
+
 No cookie, no session, no CSRF token: every request is authenticated by its signature (this
 blueprint guards itself, `security.guarded_by_blueprint`). Bodies are capped. A refusal answers
 `{"error": <reason>, "message": ...}` with a 4xx status and is audited (role `host`, from the
@@ -17,10 +20,11 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from flask import Blueprint, Flask, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import RequestRedirect
 from werkzeug.wrappers import Response
 
 from agent_bridge.reports import (
@@ -40,7 +44,8 @@ __all__ = ["bp", "host_store", "init_app"]
 
 log = logging.getLogger("comptoir.api")
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
+API_PREFIX: Final = "/api/v1"
+bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
 
 
 def host_store() -> HostStore:
@@ -124,9 +129,7 @@ def report(host_uuid: str) -> Response:
 @bp.errorhandler(HTTPException)
 def http_error(error: HTTPException) -> Response:
     """The API's errors are JSON too (a body over its cap is 413 `too-large`)."""
-    status = error.code or 500
-    reason = "too-large" if status == 413 else (error.name or "error").lower().replace(" ", "-")
-    if status == 413:
+    if error.code == 413:
         path = request.view_args or {}
         _audit(
             "host.report" if "host_uuid" in path else "host.register",
@@ -134,9 +137,31 @@ def http_error(error: HTTPException) -> Response:
             outcome="refused",
             details="too-large",
         )
+    return _error_json(error)
+
+
+def _error_json(error: HTTPException) -> Response:
+    status = error.code or 500
+    reason = "too-large" if status == 413 else (error.name or "error").lower().replace(" ", "-")
     answer = jsonify(error=reason, message=error.description or "")
     answer.status_code = status
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        answer.headers["Allow"] = ", ".join(sorted(error.valid_methods))
     return answer
+
+
+def unmatched() -> Response | None:
+    """A request under the API's prefix that matches no route: its JSON 404 or 405.
+
+    Routing failed, so no blueprint handler sees it; this app-level `before_request` does
+    (`security.answers_unmatched` keeps the login page away from it).
+    """
+    error = request.routing_exception
+    if not isinstance(error, HTTPException) or isinstance(error, RequestRedirect):
+        return None  # a redirect (e.g. a missing slash) is Flask's to answer
+    if not (request.path == API_PREFIX or request.path.startswith(API_PREFIX + "/")):
+        return None
+    return _error_json(error)
 
 
 def init_app(app: Flask, site: SiteSettings) -> None:
@@ -154,6 +179,8 @@ def init_app(app: Flask, site: SiteSettings) -> None:
     app.extensions.setdefault("comptoir.hosts", make_host_store(site))
     app.register_blueprint(bp)
     security.guarded_by_blueprint(app, bp.name)
+    security.answers_unmatched(app, API_PREFIX)
+    app.before_request(unmatched)
     csrf = app.extensions.get("csrf")
     if csrf is not None:
         csrf.exempt(bp)

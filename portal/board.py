@@ -14,7 +14,11 @@ user's session record, and return plain view models for the templates.
 - A `Card` is a package with the state the teacher should see. The state combines the
   package's install state on the machine with the tasks about it: a pending task makes it
   *queued*, a running one *installing* or *removing*, and the user's own latest task, when it
-  failed, makes it *failed* with the reason from the task's summary.
+  failed, makes it *failed* with the reason from the task's summary. A cancelled install that
+  had started makes it *cancelled* (with a retry): the user's own latest task, or anyone's when
+  the agent records
+  the package as ERROR because the cancellation stopped its `setup.py` half-way (the card then
+  says that the installation may be incomplete, rather than that it failed).
 """
 
 from __future__ import annotations
@@ -47,7 +51,14 @@ __all__ = [
 ]
 
 CardState = Literal[
-    "available", "installed", "update-available", "failed", "queued", "installing", "removing"
+    "available",
+    "installed",
+    "update-available",
+    "failed",
+    "cancelled",
+    "queued",
+    "installing",
+    "removing",
 ]
 LIVE_STATES: Final = frozenset({"queued", "installing", "removing"})
 """States that change by themselves: their cards are refreshed by the status box's poll."""
@@ -137,6 +148,8 @@ class TaskItem:
     kind: Literal["install", "remove", "other"]
     own: bool
     position: int | None
+    #: a cancelled install that stopped `setup.py` half-way: the package may be half-installed
+    incomplete: bool = False
 
     @property
     def state(self) -> str:
@@ -296,10 +309,15 @@ class Card:
         return self.package.install_status is not None or self.state in ("failed", "removing")
 
     @property
+    def incomplete(self) -> bool:
+        """The agent records the package as ERROR: a cancelled install stopped half-way."""
+        return self.package.install_status == "ERROR"
+
+    @property
     def item(self) -> TaskItem | None:
         if self.task is None:
             return None
-        return _item(self.task, self.title, self.own, self.position)
+        return _item(self.task, self.title, self.own, self.position, self.incomplete)
 
     def description(self, lang: str) -> str:
         return self.package.description_for(lang)
@@ -313,8 +331,10 @@ def _kind(task: Task) -> Literal["install", "remove", "other"]:
     return "other"
 
 
-def _item(task: Task, title: str, own: bool, position: int | None) -> TaskItem:
-    return TaskItem(task, title, task.package, _kind(task), own, position)
+def _item(
+    task: Task, title: str, own: bool, position: int | None, incomplete: bool = False
+) -> TaskItem:
+    return TaskItem(task, title, task.package, _kind(task), own, position, incomplete)
 
 
 # --- one user's board ----------------------------------------------------------------------
@@ -448,6 +468,17 @@ class UserBoard:
             latest = max(mine, key=lambda t: t.id)
             if latest.state == "error":
                 return Card(package, "failed", latest, True)
+            if latest.state == "cancelled" and latest.classname == _INSTALL and latest.start_date:
+                # cancelled once it had started (a request withdrawn from the queue changed
+                # nothing: the card is simply as the machine is)
+                return Card(package, "cancelled", latest, True)
+        if package.install_status == "ERROR":
+            # Recorded as failed: if the last install was cancelled (by anyone, seen from any
+            # session), it is a cancellation that stopped setup.py half-way, not a failure.
+            installs = [t for t in tasks if t.classname == _INSTALL]
+            last = max(installs, key=lambda t: t.id) if installs else None
+            if last is not None and last.state == "cancelled":
+                return Card(package, "cancelled", last, self.is_own(last))
         return Card(package, package.state)
 
     def card(self, name: str) -> Card | None:
@@ -480,7 +511,14 @@ class UserBoard:
                 continue
             name = task.package
             title = titles.get(name, name) if name else task.description
-            items.append(_item(task, title or task.description, True, positions.get(task.id)))
+            incomplete = False
+            if task.state == "cancelled" and task.classname == _INSTALL and name:
+                # the catalog that follows this task list says whether setup.py was stopped
+                package = self.catalog(tasks=tasks).get(name)
+                incomplete = package is not None and package.install_status == "ERROR"
+            items.append(
+                _item(task, title or task.description, True, positions.get(task.id), incomplete)
+            )
         active_items = [i for i in items if i.active]
         finished = [i for i in items if not i.active][:_FINISHED_SHOWN]
         others = sum(

@@ -3,7 +3,10 @@
 - **Login.** Every endpoint needs a signed-in teacher except those in `PUBLIC_ENDPOINTS` and
   the blueprints that guard themselves (`guarded_by_blueprint`: the site server's admin pages,
   its public catalogs, its host API): a route added later is protected without anyone
-  remembering to.
+  remembering to. A request that matches no route (an unknown URL, a wrong method) is sent to
+  the login page too when nobody is signed in (a signed-in teacher or admin gets the 404 or 405
+  page), except under a prefix given to `answers_unmatched` (the host API, whose clients are
+  programs: they get its JSON 404 or 405, not a login page).
 - **CSRF.** Flask-WTF checks a token on every `POST`. Forms carry it in a hidden field; htmx
   sends it in the `X-CSRFToken` header that `hx-headers` on `<body>` sets. The token lives in
   the server-side session, so it is as long-lived as the session.
@@ -27,6 +30,7 @@ __all__ = [
     "CONTENT_SECURITY_POLICY",
     "PUBLIC_ENDPOINTS",
     "SECURITY_HEADERS",
+    "answers_unmatched",
     "guarded_by_blueprint",
     "init_app",
 ]
@@ -65,6 +69,21 @@ def guarded_by_blueprint(app: Flask, *blueprints: str) -> None:
     app.extensions.setdefault("comptoir.guarded_blueprints", set()).update(blueprints)
 
 
+def answers_unmatched(app: Flask, prefix: str) -> None:
+    """Leave the requests under `prefix` that match no route (404, 405) to the app's owner of
+    that prefix: no login is asked, and its own `before_request` answers them."""
+    app.extensions.setdefault("comptoir.unmatched_prefixes", set()).add(prefix.rstrip("/"))
+
+
+def _unmatched_owned(app: Flask) -> bool:
+    if request.routing_exception is None:
+        return False
+    return any(
+        request.path == prefix or request.path.startswith(prefix + "/")
+        for prefix in app.extensions.get("comptoir.unmatched_prefixes", ())
+    )
+
+
 def init_app(app: Flask, settings: PortalSettings) -> None:
     """Install CSRF protection, the login requirement and the security headers on `app`."""
     app.config["WTF_CSRF_TIME_LIMIT"] = int(settings.session_lifetime)
@@ -76,6 +95,10 @@ def init_app(app: Flask, settings: PortalSettings) -> None:
             return None
         if request.blueprint in app.extensions.get("comptoir.guarded_blueprints", ()):
             return None
+        if _unmatched_owned(app):
+            return None
+        if request.routing_exception is not None and current_user.is_authenticated:
+            return None  # a signed-in user (teacher or admin) gets the real 404 or 405 page
         if current_user.is_authenticated and not getattr(current_user, "is_admin", False):
             return None
         unauthorized: Response = app.login_manager.unauthorized()  # type: ignore[attr-defined]

@@ -14,8 +14,9 @@ PYTHON=${PYTHON:-python3}
 # wrk: the load tool of the benchmarks
 # dosfstools mtools: a real FAT32 image for the USB bundle tests
 # libxcb-icccm4 libxcb-keysyms1: the Qt libraries missing for a real X window (kiosk, shutdown)
+# imagemagick: `import -window root`, the kiosk test grabs the real X screen with it
 APT_PACKAGES=(libldap-dev libsasl2-dev slapd ldap-utils chromium xvfb xauth wrk dosfstools mtools
-    libxcb-icccm4 libxcb-keysyms1)
+    libxcb-icccm4 libxcb-keysyms1 imagemagick)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -219,9 +219,18 @@ class Site:
         return app
 
     def update(self) -> None:
-        """Make the agent read the repositories again, and wait for it."""
+        """Make the agent read the repositories again, and wait for it (icons included)."""
         task = self.client.update(force=True)
         assert self.client.wait_for_task(task.id, timeout=30).state == "done"
+        self.wait_for_icons()
+
+    def wait_for_icons(self) -> None:
+        """Wait until the agent has the icon of every package it lists that has one in the
+        repository: it fetches them on a thread of its own after each update."""
+        admin = self.client.login("dave", USERS["dave"][0])
+        listed = {row.package_uuid for row in self.client.packages(admin)}
+        wanted = {p.stem for p in (self.root / "repo" / "icons").glob("*.png")} & listed
+        wait_until(lambda: wanted <= {p.stem for p in self.icons_dir.glob("*.png")})
 
     def uninstall(self, *names: str) -> None:
         """Remove packages as an admin, so that a test starts from a clean machine."""
@@ -244,7 +253,9 @@ def start_site(root: Path, ldap: SlapdServer) -> Iterator[Site]:
             for task in client.upgrade():
                 done = client.wait_for_task(task.id, timeout=30)
                 assert done.state == "done", done.logs
-            yield Site(root, agent, client)
+            site = Site(root, agent, client)
+            site.wait_for_icons()
+            yield site
         finally:
             agent.stop()
 

@@ -141,3 +141,18 @@ def test_only_admins_see_the_audit(site: SiteFixture) -> None:
     teacher = site.browser()
     assert admin_login(teacher, *TEACHER).status_code == 403
     assert teacher.get("/admin/audit.csv").status_code == 303, "a refused login signs nobody in"
+
+
+def test_times_and_days_are_the_site_time_zone(site: SiteFixture, admin: Browser) -> None:
+    # 23:30 UTC on 14 January is 00:30 on the 15th in Paris (the default `[site] timezone`)
+    late = datetime(2026, 1, 14, 23, 30, tzinfo=UTC)
+    site.audit.record(AuditEvent(late, "night-owl", "admin", "group.create", "salle-9", "10.0.0.7"))
+    page = soup(admin.get("/admin/audit?who=night-owl"))
+    cell = page.select_one("#audit-results tbody time")
+    assert cell is not None and text(cell) == "2026-01-15 00:30:00 CET"
+    assert cell["datetime"] == "2026-01-14T23:30:00Z", "machines still read UTC"
+    on_the_15th = soup(admin.get("/admin/audit?who=night-owl&since=2026-01-15&until=2026-01-15"))
+    assert "night-owl" in text(on_the_15th.select_one("#audit-results tbody"))
+    on_the_14th = admin.get("/admin/audit?who=night-owl&since=2026-01-14&until=2026-01-14")
+    assert soup(on_the_14th).select_one("#audit-results tbody") is None
+    assert "Réussi" in text(page.select_one("#audit-results tbody"))

@@ -134,6 +134,16 @@ def test_a_signed_in_admin_is_not_a_teacher(site: SiteFixture) -> None:
     assert browser.get("/login").status_code == 200, "the teacher login page, no loop"
 
 
+def test_a_signed_in_admin_gets_a_not_found_page_for_an_unknown_url(site: SiteFixture) -> None:
+    browser = site.admin_client()
+    for url in ("/admin/no-such-page", "/admin/packages/", "/no-such-page"):
+        answer = browser.get(url)
+        assert answer.status_code == 404, url
+        assert "/login" not in answer.headers.get("Location", "")
+    wrong_method = browser.post("/admin/")
+    assert wrong_method.status_code == 405
+
+
 def test_wrong_passwords_are_refused_audited_and_throttled(site: SiteFixture) -> None:
     clock = FakeClock()
     app = site.app(clock, login_failures_per_user=2, login_delay=30)

@@ -4,13 +4,15 @@ change audited and published as signed packages."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from portal.site.assignments import AssignmentStore
+from portal.site.model import utc_text
 from tests.agent_harness import HOST_UUID
 from tests.lifecycle_harness import keyed_site
 from tests.portal_site import Browser, soup
@@ -33,7 +35,14 @@ def admin(site: SiteFixture) -> Browser:
 
 
 def later(days: int = 2) -> str:
-    return (datetime.now(UTC) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M")
+    """A deadline as the admin types it: 10:00 in the site's zone (Paris), `days` from now."""
+    day = datetime.now(ZoneInfo("Europe/Paris")) + timedelta(days=days)
+    return day.strftime("%Y-%m-%dT10:00")
+
+
+def utc_of(local: str) -> str:
+    """The UTC time a deadline typed in Paris time is kept and published as."""
+    return utc_text(datetime.fromisoformat(local).replace(tzinfo=ZoneInfo("Europe/Paris")))
 
 
 def published(site: SiteFixture, name: str) -> Any:
@@ -91,7 +100,7 @@ def test_groups_and_assignments_are_published(site: SiteFixture, admin: Browser)
     group = published(site, "site-salle-101")
     assert group.depends == ["tis-app", "site-salle-101-selfservice"]
     assert group.conflicts == ["tis-old"]
-    assert str(group.get("deadlines")) == f"tis-app={deadline}:00Z"
+    assert str(group.get("deadlines")) == f"tis-app={utc_of(deadline)}"
     assert published(site, HOST_UUID).conflicts == ["tis-old"]
     page = admin.get("/admin/groups/salle-101").get_data(as_text=True)
     assert "tis-x" in page and "Disponible" in page  # French by default
@@ -175,7 +184,8 @@ def test_forced_installs_at_shutdown(site: SiteFixture, admin: Browser) -> None:
     assert answer.status_code == 303
     group = published(site, "site-salle-101")
     assert group.get("at_shutdown") == "tis-big,tis-heavy"
-    assert group.get("deadlines") == f"tis-big={deadline}:00Z,tis-heavy={deadline}:00Z"
+    utc = utc_of(deadline)
+    assert group.get("deadlines") == f"tis-big={utc},tis-heavy={utc}"
     other = published(site, OTHER)
     assert other.get("at_shutdown") == "tis-big,tis-heavy"
     page = soup(admin.get("/admin/shutdown"))
@@ -203,3 +213,60 @@ def test_bad_groups_are_refused_and_text_is_escaped(site: SiteFixture, admin: Br
     assert admin.get("/admin/groups/nope").status_code == 404
     assert admin.post("/admin/groups/nope/delete").status_code == 404
     assert admin.post("/admin/groups", {"name": "y", "title": "y"}, csrf=False).status_code == 400
+
+
+def test_deadlines_are_entered_and_shown_in_the_sites_time_zone(
+    site: SiteFixture, admin: Browser
+) -> None:
+    make_room(admin)
+    page = soup(admin.get("/admin/groups/salle-101"))
+    assert "Europe/Paris" in page.select_one("label[for=assign-deadline]").get_text()
+    # 18:00 in Paris in summer is 16:00 UTC: kept and published in UTC, shown in Paris time.
+    answer = admin.post(
+        "/admin/groups/salle-101/assign",
+        {"package": "tis-app", "intent": "required", "deadline": "2027-07-01T18:00"},
+    )
+    assert answer.status_code == 303, answer.get_data(as_text=True)
+    [item] = AssignmentStore(site.site.data_dir).assignments()
+    assert utc_text(item.deadline) == "2027-07-01T16:00:00Z"  # type: ignore[arg-type]
+    assert published(site, "site-salle-101").get("deadlines") == "tis-app=2027-07-01T16:00:00Z"
+    page = soup(admin.get("/admin/groups/salle-101"))
+    shown = page.select_one("tbody time")
+    assert shown["datetime"] == "2027-07-01T16:00:00Z"
+    assert shown.get_text() == "2027-07-01 18:00 CEST"
+    assert "Europe/Paris" in page.select_one("thead").get_text()
+    # In winter Paris is UTC+1.
+    answer = admin.post(
+        "/admin/shutdown",
+        {"packages": "tis-heavy", "group": "salle-101", "deadline": "2027-12-01T18:00"},
+    )
+    assert answer.status_code == 303
+    page = soup(admin.get("/admin/shutdown"))
+    assert "Europe/Paris" in page.select_one("label[for=shutdown-deadline]").get_text()
+    assert [t.get_text() for t in page.select("tbody time")] == ["2027-12-01 18:00 CET"]
+    assert published(site, "site-salle-101").get("deadlines") == (
+        "tis-app=2027-07-01T16:00:00Z,tis-heavy=2027-12-01T17:00:00Z"
+    )
+    shutdown = site.audit.search(action="shutdown.create")[0][0]
+    assert "2027-12-01T17:00:00Z" in shutdown.details and "Europe/Paris" in shutdown.details
+
+    # The clocks go forward at 02:00 on 28 March 2027 (02:30 never happens) and back at
+    # 03:00 on 31 October 2027 (02:30 happens twice): both are refused, saying why.
+    for typed, words in (
+        ("2027-03-28T02:30", "avance"),
+        ("2027-10-31T02:30", "recule"),
+        ("demain", "date"),
+    ):
+        answer = admin.post(
+            "/admin/groups/salle-101/assign",
+            {"package": "tis-dst", "intent": "required", "deadline": typed},
+        )
+        assert answer.status_code == 422
+        error = soup(answer).select_one("#form-errors").get_text()
+        assert typed in error and words in error, error
+        answer = admin.post(
+            "/admin/shutdown", {"packages": "tis-dst", "group": "salle-101", "deadline": typed}
+        )
+        assert answer.status_code == 422
+        assert typed in soup(answer).select_one("#form-errors").get_text()
+    assert "tis-dst" not in {a.package for a in AssignmentStore(site.site.data_dir).assignments()}

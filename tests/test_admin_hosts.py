@@ -150,8 +150,8 @@ def test_reports_are_taken_once_and_forgeries_refused_and_audited(site: SiteFixt
     assert (unknown.status_code, unknown.json["error"]) == (404, "unknown-host")
     oversize = host.post(f"/api/v1/hosts/{uuid(1)}/report", b" " * (4 * 1024 * 1024 + 10))
     assert (oversize.status_code, oversize.json["error"]) == (413, "too-large")
-    # only POST is routed: a GET is no API call (the portal sends it to its login page)
-    assert app.test_client().get(f"/api/v1/hosts/{uuid(1)}/report").status_code == 303
+    # only POST is routed: a GET is a JSON 405, not the portal's login page
+    assert app.test_client().get(f"/api/v1/hosts/{uuid(1)}/report").status_code == 405
     refused, total = site.audit.search(action="host.report", outcome="refused")
     assert total == 5
     assert {e.details.split(":")[0] for e in refused} == {
@@ -324,4 +324,34 @@ def test_the_api_needs_no_csrf_token_but_admin_posts_do(site: SiteFixture) -> No
     # and an admin page's post without its token is refused
     admin = site.admin_client(app=app)
     assert admin.post(f"/admin/hosts/{uuid(5)}/reset-key", csrf=False).status_code == 400
-    assert browser.get("/api/v1/hosts/register").status_code == 303
+    # the API's clients are programs: a wrong method is a JSON 405, never the login page
+    assert browser.get("/api/v1/hosts/register").status_code == 405
+
+
+def test_the_api_answers_wrong_methods_and_unknown_urls_as_json(site: SiteFixture) -> None:
+    app = site.app()
+    client = app.test_client()
+    for method, path in (
+        ("GET", "/api/v1/hosts/register"),
+        ("PUT", "/api/v1/hosts/register"),
+        ("GET", f"/api/v1/hosts/{uuid(6)}/report"),
+        ("DELETE", f"/api/v1/hosts/{uuid(6)}/report"),
+    ):
+        answer = client.open(path, method=method)
+        assert answer.status_code == 405, (method, path)
+        assert answer.mimetype == "application/json"
+        assert answer.get_json()["error"] == "method-not-allowed"
+        assert set(answer.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+        assert "Location" not in answer.headers
+    for method, path in (
+        ("GET", "/api/v1/nothing"),
+        ("POST", "/api/v1/hosts"),
+        ("POST", f"/api/v1/hosts/{uuid(6)}/report/more"),
+        ("GET", "/api/v1"),
+    ):
+        answer = client.open(path, method=method, data=b"{}")
+        assert answer.status_code == 404, (method, path)
+        assert answer.get_json()["error"] == "not-found"
+    # Elsewhere nothing changed: an unknown teacher page still asks to sign in first.
+    assert client.get("/no-such-page").status_code in (302, 303)
+    assert client.get("/admin/no-such-page").status_code in (302, 303)

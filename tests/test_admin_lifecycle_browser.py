@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -116,10 +117,13 @@ def test_upload_promote_assign_with_keyboard_and_axe(
     page.get_by_role("link", name="Extinction").first.click()
     page.get_by_label("acme-hello").check()
     page.get_by_label("Lycée Chateaubriand — salle 101").check()
-    deadline = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
-    page.get_by_label("Échéance (UTC)").fill(deadline)
+    # typed in the site's time zone, at 10:00 (never in an hour the clocks change)
+    deadline = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT10:00")
+    page.get_by_label("Échéance (heure de Europe/Paris)").fill(deadline)
     page.get_by_role("button", name="Imposer à l'extinction").click()
     expect(page.locator("tbody")).to_contain_text("salle-101")
     audit(page, "shutdown")
     [forced] = AssignmentStore(site.site.data_dir).assignments(intent="at_shutdown")
     assert forced.deadline is not None
+    typed = datetime.fromisoformat(deadline).replace(tzinfo=ZoneInfo("Europe/Paris"))
+    assert forced.deadline == typed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -11,12 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from agent_bridge.agent.config import AgentConfig, RepositoryConfig
+from agent_bridge.agent.installer import Installer
+from agent_bridge.agent.sources import make_sources
+from agent_bridge.agent.state import AgentState
+from agent_bridge.agent.tasks import TaskCancelled
 from agent_bridge.client import AgentClient
 from agent_bridge.errors import AuthenticationError, NotAllowedError, UnknownPackageError
 from agent_bridge.models import Session
 from tests.agent_harness import AgentProcess, agent_config, build_school_repository, wait_until
+from tests.helpers import PKI
 from tests.httpserver import serve_directory
 from tests.slapd import USERS, SlapdServer
+from wapt.trust import TrustStore
 
 
 @dataclass
@@ -155,6 +163,69 @@ def test_a_hanging_setup_is_killed_at_its_timeout(site: Site) -> None:
     assert done.state == "error"
     assert "timed out" in done.logs
     assert {p.package: p for p in site.client.status()}["tis-hang"].install_status == "ERROR"
+
+
+def test_a_cancelled_install_is_cancelled_and_says_it_may_be_incomplete(site: Site) -> None:
+    """Cancelled while setup.py runs: the task is cancelled (not an error), and the package's
+    record says truthfully that setup.py was stopped half-way."""
+    alice = site.login("alice")
+    site.marker("tis-hang").unlink(missing_ok=True)
+    task = site.client.install(alice, "tis-hang")
+    wait_until(site.marker("tis-hang").exists)  # setup.py has started
+    site.client.cancel_task(task.id, alice)
+    site.client.wait_for_task(task.id, timeout=30)
+    listing = site.client.tasks(timeout_ms=0)  # /tasks.json names the list of each task
+    assert listing is not None
+    [done] = [t for t in listing.all() if t.id == task.id]
+    assert done.state == "cancelled", done.logs
+    assert "may be incomplete" in done.logs
+    row = {p.package: p for p in site.client.status()}["tis-hang"]
+    assert row.install_status == "ERROR"
+    assert row.install_output.rstrip().endswith(
+        "cancelled while setup.py install() was running: it was stopped half-way, so the "
+        "installation may be incomplete"
+    )
+    assert "installed tis-hang 1.0-1" in row.install_output
+
+
+@pytest.mark.parametrize("when", ["verifying", "installing"])
+def test_an_install_cancelled_before_setup_py_ran_changes_nothing(
+    site: Site, tmp_path: Path, when: str
+) -> None:
+    """Cancelled before the child started (early, or just before the runner): the machine's
+    record stays as it was, whether the package was installed before or not."""
+    config = AgentConfig(
+        data_dir=tmp_path / "agent",
+        trusted_certs=PKI / "ca.crt",
+        repositories=(RepositoryConfig("school", path=site.root / "repo"),),
+        install_env={"COMPTOIR_INSTALL_ROOT": str(tmp_path)},
+    )
+    config.data_dir.mkdir()
+    trust = TrustStore.from_path(config.trusted_certs)
+    state = AgentState(config.state_file)
+    try:
+        [source] = make_sources(config)
+        loaded = source.load_index(trust)
+        assert loaded is not None
+        entry = next(e for e in loaded.index.entries if e.package == "tis-notepad")
+        installer = Installer(config, trust, state)
+        previous = installer.install(entry, source, user="alice", progress=lambda *_: None)
+        (tmp_path / "tis-notepad.installed").unlink()
+        for before in (previous, None):
+            if before is None:
+                state.remove_installed("tis-notepad")
+            cancel = threading.Event()
+
+            def progress(percent: float, step: str, cancel: threading.Event = cancel) -> None:
+                if step.startswith(when):
+                    cancel.set()
+
+            with pytest.raises(TaskCancelled, match=r"cancelled before setup\.py ran"):
+                installer.install(entry, source, user="bob", progress=progress, cancel=cancel)
+            assert state.get_installed("tis-notepad") == before
+            assert not (tmp_path / "tis-notepad.installed").exists()
+    finally:
+        state.close()
 
 
 def test_a_package_that_fails_verification_never_runs(site: Site) -> None:

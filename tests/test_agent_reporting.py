@@ -151,11 +151,9 @@ def test_the_agent_registers_and_reports_after_each_task(
     assert seq >= store.get(HOST_UUID).last_seq  # type: ignore[union-attr]
 
 
-@pytest.mark.slow
-def test_the_agent_writes_its_report_onto_the_stick(
-    tmp_path: Path, bundle_v1: Path, site_keys: BundleKeys, corpus: Corpus
-) -> None:
-    """An offline site: no [site] table, a USB bundle as the only source."""
+def offline_agent(tmp_path: Path, bundle_v1: Path, site_keys: BundleKeys) -> tuple[Path, Path]:
+    """An offline site's agent settings (no [site] table, a USB bundle as the only source):
+    the settings file and the stick."""
     stick = fresh_copy(bundle_v1, tmp_path)
     root_file = tmp_path / "bundle-root.json"
     root_file.write_bytes(site_keys.root)
@@ -173,6 +171,16 @@ def test_the_agent_writes_its_report_onto_the_stick(
         "utf-8",
     )
     assert load_config(config, environ={}).site is None
+    return config, stick
+
+
+@pytest.mark.slow
+def test_the_agent_writes_its_report_onto_the_stick(
+    tmp_path: Path, bundle_v1: Path, site_keys: BundleKeys, corpus: Corpus
+) -> None:
+    """An offline site: no [site] table, a USB bundle as the only source."""
+    config, stick = offline_agent(tmp_path, bundle_v1, site_keys)
+    port = load_config(config, environ={}).port
     agent = AgentProcess(config, port, tmp_path / "agent.log")
     client = agent.start()
     report_file = stick / REPORTS_DIR / f"{HOST_UUID}.json"
@@ -204,3 +212,48 @@ def test_the_agent_writes_its_report_onto_the_stick(
     finally:
         agent.stop()
     assert sorted(p.name for p in (stick / REPORTS_DIR).iterdir()) == [f"{HOST_UUID}.json"]
+
+
+@pytest.mark.slow
+def test_a_lost_task_history_starts_a_new_epoch_the_site_tells_apart(
+    tmp_path: Path, bundle_v1: Path, site_keys: BundleKeys, corpus: Corpus
+) -> None:
+    """The agent's task file is lost: its task ids start again at 1. Its reports say so with a
+    new epoch, and the site audits the new events although their ids are old ones."""
+    config, stick = offline_agent(tmp_path, bundle_v1, site_keys)
+    port = load_config(config, environ={}).port
+    data_dir = tmp_path / "agent-data"
+    report_file = stick / REPORTS_DIR / f"{HOST_UUID}.json"
+    site = HostStore(tmp_path / "site")
+    reports = []
+    for life in range(2):
+        agent = AgentProcess(config, port, tmp_path / f"agent-{life}.log")
+        client = agent.start()
+        try:
+            session = client.login("tech", "tech-pw")
+            done = client.wait_for_task(client.install(session, "tis-gimp").id, timeout=30)
+            assert done.state == "done", done.logs
+            removal = client.remove(session, "tis-gimp")[0]
+            assert client.wait_for_task(removal.id, timeout=30).state == "done"
+            public = host_public_key(data_dir)
+
+            def has_removal(public: str = public, last: int = removal.id) -> bool:
+                if not report_file.is_file():
+                    return False
+                events = verify_report(report_file.read_bytes(), public).events
+                return bool(events) and events[-1].id == last
+
+            wait_until(has_removal)
+        finally:
+            agent.stop()
+        data = report_file.read_bytes()
+        reports.append((verify_report(data, public), data))
+        (data_dir / "tasks.json").unlink()  # the task file is lost
+    (first, first_data), (second, second_data) = reports
+    assert first.epoch and second.epoch and first.epoch != second.epoch
+    assert [e.action for e in second.events] == ["install", "remove"]
+    assert max(e.id for e in second.events) <= max(e.id for e in first.events), "ids restarted"
+    assert second.seq > first.seq  # the reports' numbering is the agent state's, not lost
+    site.register(HOST_UUID, public, "PC")
+    assert [e.action for e in site.ingest(first_data).events] == ["install", "remove"]
+    assert site.ingest(second_data).events == second.events  # new, although the ids are old

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from agent_bridge.agent.config import RepositoryConfig
-from agent_bridge.agent.sources import DirectorySource, HttpSource, SourceError
+from agent_bridge.agent.auth import LocalAccounts
+from agent_bridge.agent.config import AgentConfig, RepositoryConfig
+from agent_bridge.agent.core import Agent
+from agent_bridge.agent.sources import (
+    ICON_WORKERS,
+    MAX_ICON,
+    PNG_MAGIC,
+    DirectorySource,
+    HttpSource,
+    SourceError,
+)
 from tests.helpers import PKI, fixture_signer, write_source
-from tests.httpserver import serve_directory
+from tests.httpserver import _Handler, serve_directory
+from tests.portal_site import tiny_png
 from wapt.package import build_package
-from wapt.repository import scan_repository
+from wapt.repository import load_index, scan_repository
 from wapt.trust import TrustStore
 
 
@@ -115,3 +127,90 @@ def test_icons_come_from_the_repository(wapt_fixtures: Path, tmp_path: Path) -> 
     assert directory.fetch_icon(known) == icon
     assert directory.fetch_icon("../Packages") is None
     assert source.fetch_icon("../../etc/passwd") is None
+
+
+# --- icons in bulk -----------------------------------------------------------------------------
+
+BAD_ICONS = ("not-png", "too-large", "cut", "missing")
+
+
+class KeepAliveHandler(_Handler):
+    """HTTP/1.1 with keep-alive, as nginx serves a repository; remembers each connection, and
+    drops the connection without an answer for the icons named in `cut`."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    connections: ClassVar[set[tuple[str, int]]] = set()
+    cut: ClassVar[set[str]] = set()
+
+    def do_GET(self) -> None:
+        self.connections.add(self.client_address)
+        if self.path.rsplit("/", 1)[-1] in self.cut:
+            self.counter[self.path] += 1
+            self.close_connection = True
+            return  # no answer at all: the client sees the connection close
+        super().do_GET()
+
+
+def test_refresh_icons_fetches_them_all_over_few_connections_and_refuses_bad_ones(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    names = [f"tis-icon-{n:02d}" for n in range(24)]
+    for name in names:
+        build_package(write_source(tmp_path / "src", name, "1-1"), fixture_signer("codesign"), repo)
+    scan_repository(repo)
+    config = AgentConfig(
+        data_dir=tmp_path / "agent",
+        trusted_certs=PKI / "ca.crt",
+        repositories=(RepositoryConfig("school", url="http://127.0.0.1:9"),),
+        host_uuid="4c4c4544-0042-3010-8053-b7c04f4e3132",
+    )
+    uuids = {
+        e.package: e.package_uuid
+        for e in load_index(repo, TrustStore.from_path(PKI / "ca.crt")).entries
+    }
+    icons = repo / "icons"
+    icons.mkdir(exist_ok=True)
+    bad = dict(zip(BAD_ICONS, [uuids[n] for n in names[: len(BAD_ICONS)]], strict=True))
+    good = {
+        u: tiny_png() + bytes([n]) for n, u in enumerate(uuids.values()) if u not in bad.values()
+    }
+    for package_uuid, png in good.items():
+        (icons / f"{package_uuid}.png").write_bytes(png)
+    (icons / f"{bad['not-png']}.png").write_bytes(b"<html>not an icon</html>")
+    (icons / f"{bad['too-large']}.png").write_bytes(PNG_MAGIC + bytes(MAX_ICON))
+    (icons / f"{bad['cut']}.png").write_bytes(tiny_png())
+    (icons / f"{bad['missing']}.png").unlink(missing_ok=True)
+    counter: Counter[str] = Counter()
+    handler = type(
+        "Handler", (KeepAliveHandler,), {"connections": set(), "cut": {f"{bad['cut']}.png"}}
+    )
+    with serve_directory(repo, counter, handler=handler) as url:
+        config = dataclasses.replace(config, repositories=(RepositoryConfig("school", url=url),))
+        agent = Agent(config, authenticator=LocalAccounts({}))
+        try:
+            assert agent.refresh_catalog(network=True)["count"] == len(names)
+            assert agent.refresh_icons() == len(good)
+            cache = config.cache_dir / "icons"
+            kept = {p.stem: p.read_bytes() for p in cache.glob("*.png")}
+            assert kept == good, "every good icon, byte for byte, and no bad one"
+            assert not list(cache.glob(".*"))  # no temporary file left
+            # a few keep-alive connections, not one per icon: one per worker, the index's,
+            # one more after the too-large icon (dropped, not read) and two for the cut one
+            assert len(handler.connections) <= ICON_WORKERS + 5 < len(names)
+            # asked again once if it was a reused connection (a keep-alive one may have timed
+            # out), then skipped
+            assert counter[f"/icons/{bad['cut']}.png"] in (1, 2)
+
+            # the next update asks for nothing it has; an icon a power cut left empty is
+            # fetched again
+            counter.clear()
+            (cache / f"{next(iter(good))}.png").write_bytes(b"")
+            assert agent.refresh_icons() == 1
+            asked = {path for path in counter if path.startswith("/icons/")}
+            assert asked == {f"/icons/{u}.png" for u in [next(iter(good)), *bad.values()]}
+            assert (cache / f"{next(iter(good))}.png").read_bytes() == next(iter(good.values()))
+        finally:
+            agent.stop()

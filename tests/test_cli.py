@@ -253,6 +253,8 @@ def test_demo_serves_the_agent_and_the_portal(tmp_path: Path) -> None:
     for item in ("Paquets en production: 7", "Paquets en qualification: 1", "Groupes de postes: 1"):
         assert item in proc.stdout, proc.stdout
     assert "Catalogues publiés: 1" in proc.stdout
+    # the demo machine registered with the site server and reported what it installed
+    assert "check: comptoir-demo-poste reported to the site server: 3 packages" in proc.stdout
     site = tmp_path / "demo" / "site"
     assert (site / "keys" / "production.pem").stat().st_mode & 0o077 == 0
     assert (site / "repository" / "demo-atlas_2.1-1_PREPROD.wapt").is_file()

@@ -4,13 +4,16 @@
 The window opens on the login page (its screenshot is checked: drawn, not blank), refuses
 every way out of the portal's origin, cannot be closed by its user when so configured, and
 signs a forgotten teacher out after the idle timeout. `comptoir kiosk --check` opens the
-unreachable-agent screen when the agent is away, and the technician's PIN form offline.
+unreachable-agent screen when the agent is away, and the technician's PIN form offline; it
+also draws under a real X server (Xvfb, Qt's xcb platform), checked by the window's own
+grab and by ImageMagick's grab of the X screen when `import` is installed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -199,19 +202,11 @@ def test_window_is_locked_to_the_portal_and_signs_idle_users_out(
     assert 1.5 < seen["idle_after_s"] < 15
 
 
-def test_cli_check_shows_the_unreachable_agent_screen(tmp_path: Path) -> None:
-    env = qt_environment() | {"COMPTOIR_PORTAL_DATA_DIR": str(tmp_path / "portal")}
-    shot = tmp_path / "unavailable.png"
+def check_unavailable_screen(env: dict[str, str], shot: Path) -> bytes:
+    """`comptoir kiosk --check --screenshot` with no agent: ok, on the unreachable-agent
+    screen, the screenshot painted. Returns the kiosk's stderr."""
     run = subprocess.run(
-        [
-            str(COMPTOIR),
-            "kiosk",
-            "--agent-url",
-            "http://127.0.0.1:9",
-            "--check",
-            "--screenshot",
-            str(shot),
-        ],
+        [*UNAVAILABLE_KIOSK, "--check", "--screenshot", str(shot)],
         env=env,
         capture_output=True,
         timeout=120,
@@ -220,6 +215,15 @@ def test_cli_check_shows_the_unreachable_agent_screen(tmp_path: Path) -> None:
     outcome = json.loads(run.stdout.decode().strip().splitlines()[-1])
     assert outcome["ok"] is True and outcome["url"].endswith("/unavailable")
     painted_png(shot)
+    return run.stderr
+
+
+UNAVAILABLE_KIOSK = [str(COMPTOIR), "kiosk", "--agent-url", "http://127.0.0.1:9"]
+
+
+def test_cli_check_shows_the_unreachable_agent_screen(tmp_path: Path) -> None:
+    env = qt_environment() | {"COMPTOIR_PORTAL_DATA_DIR": str(tmp_path / "portal")}
+    check_unavailable_screen(env, tmp_path / "unavailable.png")
 
 
 def test_cli_check_opens_the_technician_pin_form_offline(machine: Machine, tmp_path: Path) -> None:
@@ -245,3 +249,84 @@ def test_cli_check_opens_the_technician_pin_form_offline(machine: Machine, tmp_p
     outcome = json.loads(run.stdout.decode().strip().splitlines()[-1])
     assert outcome["ok"] is True and outcome["url"].endswith("/technician/")
     assert outcome["painted_s"] < 10
+
+
+# --- under a real X server -------------------------------------------------------------------
+
+
+@pytest.fixture
+def x_display() -> Iterator[str]:
+    """`Xvfb -screen 0 1024x768x24 -nolisten tcp` on a display number it picks free itself
+    (`-displayfd`, so parallel runs never collide); its name (":N"). Skips without Xvfb."""
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.skip("Xvfb is not installed (make test installs it)")
+    read_end, write_end = os.pipe()
+    process = subprocess.Popen(
+        [xvfb, "-displayfd", str(write_end), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+        pass_fds=(write_end,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as announced:
+            number = announced.readline().strip().decode()  # written once the server is ready
+        assert number.isdigit(), f"Xvfb did not start (exit {process.poll()})"
+        yield f":{number}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def x_environment(display: str) -> dict[str, str]:
+    """The kiosk's environment on a real X server: DISPLAY set, no QT_QPA_PLATFORM (xcb)."""
+    env = {k: v for k, v in qt_environment().items() if k != "QT_QPA_PLATFORM"}
+    return env | {"DISPLAY": display}
+
+
+def grab_root(display: str, path: Path) -> bool:
+    """`import -window root` (ImageMagick) of the whole screen; False if it failed."""
+    grab = subprocess.run(
+        ["import", "-display", display, "-window", "root", str(path)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return grab.returncode == 0 and path.is_file()
+
+
+def test_cli_check_draws_the_window_on_a_real_x_server(x_display: str, tmp_path: Path) -> None:
+    """The same `--check` as offscreen, but drawn by X (Qt's xcb platform) on Xvfb; and, with
+    ImageMagick at hand, the X server's own picture of the screen shows the window painted."""
+    env = x_environment(x_display) | {"COMPTOIR_PORTAL_DATA_DIR": str(tmp_path / "portal")}
+    stderr = check_unavailable_screen(env, tmp_path / "x-window.png")
+    assert b"offscreen" not in stderr, "Qt fell back to the offscreen platform"
+
+    if shutil.which("import") is None:
+        return  # no ImageMagick: the window's own grab above is the check
+    # The window stays open (no --check) while the root window is grabbed until painted.
+    root = tmp_path / "x-root.png"
+    window = subprocess.Popen(
+        UNAVAILABLE_KIOSK, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert window.poll() is None, f"the kiosk exited ({window.returncode})"
+            if grab_root(x_display, root):
+                try:
+                    painted_png(root)
+                    break
+                except AssertionError:
+                    if time.monotonic() > deadline:
+                        raise
+            assert time.monotonic() < deadline, "the screen was never painted"
+            time.sleep(0.5)
+    finally:
+        window.terminate()
+        try:
+            window.wait(15)
+        except subprocess.TimeoutExpired:
+            window.kill()
+            window.wait(10)

@@ -358,7 +358,16 @@ def test_install_with_visible_progress_then_remove(
     audit(page, "the catalog with tasks in progress")
 
     page.get_by_role("button", name="Annuler l’installation de Hanging Installer").click()
-    expect(hang_task.locator(".result")).to_have_text("Annulé")
+    # Its setup.py was killed half-way: cancelled everywhere (not "failed"), honestly
+    # "may be incomplete", with a retry, in the status box and on the card.
+    expect(hang_task.locator(".result")).to_have_text("Annulé — installation peut-être incomplète")
+    expect(
+        hang_task.get_by_role(
+            "button", name="Réessayer l’installation de Hanging Installer", exact=True
+        )
+    ).to_be_visible()
+    hang_row = {row.package: row for row in portal_site.client.status()}["tis-hang"]
+    assert hang_row.install_status == "ERROR" and "may be incomplete" in hang_row.install_output
     # The bar moves: the agent's step and figure, polled by the status box.
     expect(bar).to_have_attribute("aria-valuenow", re.compile(r"^([1-9][0-9]?|100)$"))
     expect(bar).to_have_accessible_name(re.compile(r"^(Téléchargement|Vérification|Installation)"))
@@ -374,11 +383,22 @@ def test_install_with_visible_progress_then_remove(
     expect(page.locator("#announcer")).to_have_text("Slow Installer est installé.")
     assert portal_site.marker("tis-slow").is_file()
     screenshot(page, "07-installed")
+    search_box(page).fill("")
+    expect(hang.locator(".badge")).to_have_text("Annulé")
+    expect(hang.locator(".cancelled-note")).to_have_text(
+        "L’installation a été annulée pendant qu’elle se déroulait : elle est peut-être incomplète."
+    )
+    expect(
+        hang.get_by_role("button", name="Réessayer Hanging Installer", exact=True)
+    ).to_be_visible()
+    expect(hang.locator(".failure")).to_have_count(0)
 
     page.get_by_role("link", name="Mes logiciels", exact=True).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Mes logiciels")
     mine = card(page, "tis-slow")
     expect(mine.locator(".badge")).to_have_text("Installé")
+    # the half-installed package is on the machine: My software shows it, cancelled too
+    expect(card(page, "tis-hang").locator(".badge")).to_have_text("Annulé")
     screenshot(page, "08-my-software")
     audit(page, "My software")
 

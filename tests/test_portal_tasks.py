@@ -230,6 +230,18 @@ def test_installs_queue_and_can_be_cancelled(portal_site: Site, alice: Browser) 
     last = alice.wait_idle("tis-hang")
     stopped = last.select_one(f'li.task[data-task-id="{running_id}"]')
     assert stopped is not None and stopped["data-state"] == "cancelled"
+    # setup.py was killed half-way: cancelled (not failed), may be incomplete, with a retry
+    assert text(stopped.select_one(".result")) == "Annulé — installation peut-être incomplète"
+    assert stopped.select_one('input[name="action"][value="retry"]') is not None
+    hang = card(last, "tis-hang")
+    assert hang["data-state"] == "cancelled"
+    assert text(hang.select_one(".badge")) == "Annulé"
+    assert "peut-être incomplète" in text(hang.select_one(".cancelled-note"))
+    assert text(hang.select_one(".actions button")) == "Réessayer Hanging Installer"
+    # seen from a new session too (it does not know the task is hers), and on My software
+    fresh = Browser(portal_site.app())
+    fresh.login("alice")
+    assert card(soup(fresh.get("/mine")), "tis-hang")["data-state"] == "cancelled"
     assert not portal_site.marker("tis-geogebra").exists()
     again = soup(alice.post(f"/tasks/{running_id}/cancel", htmx=True))
     assert "déjà terminée" in text(again.select_one("#announcer"))

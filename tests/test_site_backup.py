@@ -5,9 +5,11 @@ with nothing written; the command line and the schedule."""
 from __future__ import annotations
 
 import base64
+import getpass
 import hashlib
 import io
 import shutil
+import socket
 import tarfile
 import time
 from collections.abc import Iterator
@@ -313,9 +315,33 @@ def test_the_command_line_backs_up_and_restores(site: SiteFixture, tmp_path: Pat
     restore_command += ["--site", "test-site", "--trusted", str(trusted)]
     answer = runner.invoke(main, restore_command)
     assert answer.exit_code == 0, answer.output
-    assert snapshot(target) == before
+    # the restore is audited in the restored log, after the backup's events
+    restored = snapshot(target)
+    audited = {k for k in restored if k.startswith("audit/")}
+    assert {k: v for k, v in restored.items() if k not in audited} == {
+        k: v for k, v in before.items() if k not in audited
+    }
+    events = AuditLog(target / "audit").search(action="site")[0]
+    who, where = getpass.getuser(), f"cli@{socket.gethostname()}"
+    assert [(e.action, e.who, e.role, e.where, e.outcome) for e in events] == [
+        ("site.restore", who, "admin", where, "ok")
+    ], "the backup's own audit record was made after the archive"
+    assert AuditLog(target / "audit").search(action="site.restore")[1] == 1
+    old_events = [e.to_json() for e in AuditLog(site.site.data_dir / "audit").search()[0]]
+    backed_up = site.audit.search(action="site.backup")[0]
+    assert [(e.who, e.role, e.where, e.target) for e in backed_up] == [
+        (who, "admin", where, str(store))
+    ]
+    new_events = [e.to_json() for e in AuditLog(target / "audit").search()[0]]
+    assert [e for e in old_events if e["action"] != "site.backup"] == new_events[1:]
     answer = runner.invoke(main, restore_command)
     assert answer.exit_code == 1 and "not an empty directory" in answer.stderr
+    answer = runner.invoke(
+        main, ["site", "backup", "--config", str(config), "--to", "http://127.0.0.1:9/"]
+    )
+    assert answer.exit_code == 1 and "cannot upload" in answer.stderr
+    failed = site.audit.search(action="site.backup", outcome="failed")[0]
+    assert [(e.who, e.where, e.target) for e in failed] == [(who, where, "http://127.0.0.1:9/")]
     answer = runner.invoke(main, ["site", "backup"])
     assert answer.exit_code == 2 and "--config" in answer.stderr
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from bs4 import BeautifulSoup
@@ -69,7 +70,8 @@ def test_an_at_shutdown_assignment_reaches_the_machine_and_comes_back_installed(
         {
             "package": PACKAGE,
             "group": "salle-101",
-            "deadline": deadline.strftime("%Y-%m-%dT%H:%M"),
+            # typed in the site's time zone; kept and published in UTC
+            "deadline": deadline.astimezone(ZoneInfo("Europe/Paris")).strftime("%Y-%m-%dT%H:%M"),
         },
     )
     assert forced.status_code == 303, forced.get_data(as_text=True)

@@ -17,6 +17,7 @@ from agent_bridge.reports import (
     HostReport,
     InstalledPackage,
     PendingWork,
+    ReportError,
     ReportEvent,
     host_key_from_seed,
     public_key_text,
@@ -25,6 +26,7 @@ from agent_bridge.reports import (
 from portal.site.assignments import AssignmentStore
 from portal.site.audit import AuditLog
 from portal.site.hosts import (
+    EPOCHS_KEPT,
     SHARDS,
     HostRefused,
     HostStore,
@@ -314,3 +316,55 @@ def test_collect_takes_good_files_and_reports_every_bad_one(tmp_path: Path) -> N
     assert [(e.who, e.where, e.role) for e in teacher_events] == [("marie", known.uuid, "teacher")]
     with pytest.raises(HostStoreError, match="no reports/ directory"):
         collect_reports(store, tmp_path, audit_log=audit, who="tech")
+
+
+def test_events_are_told_apart_by_the_agents_task_history(tmp_path: Path) -> None:
+    """An agent whose task file was lost counts its tasks from 1 again, in a new epoch: the
+    site takes those events as new, and still drops what it has of every epoch it keeps."""
+    store = HostStore(tmp_path)
+    host = Host(uuid(1))
+    store.register(host.uuid, host.public, host.name)
+
+    def event(task_id: int, package: str) -> ReportEvent:
+        return ReportEvent(task_id, "2026-11-21T07:31:00Z", "marie", "install", package)
+
+    first = (event(1, "tis-a"), event(2, "tis-b"))
+    taken = store.ingest(host.report(epoch="history-1", events=first))
+    assert [e.package for e in taken.events] == ["tis-a", "tis-b"]
+    assert store.ingest(host.report(epoch="history-1", events=first)).events == ()
+    # The task file is lost: ids restart at 1 in a new history; these are new events.
+    restarted = (event(1, "tis-c"), event(2, "tis-d"))
+    taken = store.ingest(host.report(epoch="history-2", events=restarted))
+    assert [e.package for e in taken.events] == ["tis-c", "tis-d"]
+    assert store.ingest(host.report(epoch="history-2", events=restarted)).events == ()
+    # A stick brings back an old report of the first history late: nothing new in it.
+    late = (*first, event(3, "tis-e"))
+    taken = store.ingest(host.report(epoch="history-1", events=late))
+    assert [e.package for e in taken.events] == ["tis-e"]
+    # Only a few histories are kept per host, the newest.
+    for n in range(3, 3 + EPOCHS_KEPT):
+        assert len(store.ingest(host.report(epoch=f"history-{n}", events=first)).events) == 2
+    assert len(store.ingest(host.report(epoch="history-1", events=first)).events) == 2
+
+
+def test_records_without_epochs_keep_their_event_ids(tmp_path: Path) -> None:
+    """Host records written before epochs (one `event_ids` list) still drop what they have,
+    for agents that send no epoch; an agent's first epoch is new."""
+    store = HostStore(tmp_path)
+    host = Host(uuid(1))
+    store.register(host.uuid, host.public, host.name)
+    old = ReportEvent(7, "2026-11-21T07:31:00Z", "marie", "install", "tis-a")
+    store.ingest(host.report(events=(old,)))
+    [shard] = [p for p in (tmp_path / "hosts").glob("shard-*.json")]
+    data = orjson.loads(shard.read_bytes())
+    [doc] = data["hosts"].values()
+    assert doc["event_epochs"] == {"": [7]}
+    del doc["event_epochs"]
+    doc["event_ids"] = [7]  # as an older site wrote it
+    shard.write_bytes(orjson.dumps(data))
+    store = HostStore(tmp_path)
+    assert store.ingest(host.report(events=(old,))).events == ()
+    assert [e.id for e in store.ingest(host.report(epoch="e1", events=(old,))).events] == [7]
+    for bad in ("not an epoch!", "x" * 65, 12):
+        with pytest.raises(ReportError, match=r"report\.epoch: expected 1 to 64"):
+            host.report(epoch=bad)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ from agent_bridge.agent.host import compute_pending
 from agent_bridge.agent.rules import parse_rules
 from agent_bridge.errors import NotAllowedError
 from portal.site.assignments import AssignmentStore
+from portal.site.audit import AuditLog
 from portal.site.keys import load_signer
 from portal.site.lifecycle import PackageLifecycle
 from portal.site.model import MachineGroup
@@ -306,6 +309,24 @@ def test_site_init_and_publish_commands(tmp_path: Path) -> None:
     assert published.exit_code == 0, published.output
     assert "written: lycee-cdi_1.wapt" in published.output
     assert (site.host_repository_dir / f"{HOST_UUID}.wapt").exists()
+    # Each command is audited in the site's log: the OS user, role admin, from cli@<host>.
+    events = AuditLog(site.data_dir / "audit").search(action="site")[0]
+    who, where = getpass.getuser(), f"cli@{socket.gethostname()}"
+    assert [(e.action, e.who, e.role, e.where, e.outcome, e.target) for e in events] == [
+        ("site.publish", who, "admin", where, "ok", "lycee"),
+        ("site.init", who, "admin", where, "ok", "lycee"),
+        ("site.init", who, "admin", where, "ok", "lycee"),
+    ]
+    assert "lycee-cdi_1.wapt" in events[0].details
+    assert events[1].details == "made: nothing (every key was there)"
+    assert "deployer.crt" in events[2].details
+    assert site.key_passphrase_file is not None
+    site.key_passphrase_file.write_text("a wrong passphrase\n")
+    failed = runner.invoke(main, ["site", "publish", "--config", str(config)])
+    assert failed.exit_code == 1, failed.output
+    refused = AuditLog(site.data_dir / "audit").search(action="site.publish", outcome="failed")
+    assert [(e.who, e.where) for e in refused[0]] == [(who, where)]
+    assert refused[0][0].details and refused[0][0].details in failed.output
     bad = runner.invoke(
         main, ["site", "init", "--data-dir", "d", "--repository", "r", "--name", "Bad Name"]
     )

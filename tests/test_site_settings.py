@@ -135,3 +135,13 @@ def test_load_settings_reports_site_errors_as_settings_errors(tmp_path: Path) ->
         load_settings(
             None, environ={"COMPTOIR_PORTAL_SITE": "yes"}, overrides={"data_dir": tmp_path}
         )
+
+
+def test_the_time_zone_is_checked_and_defaults_to_paris(tmp_path: Path) -> None:
+    assert _site(tmp_path).timezone == "Europe/Paris"
+    assert _site(tmp_path, timezone="America/Cayenne").timezone == "America/Cayenne"
+    for bad in ("Europe/Lutece", "../../etc/passwd", "", 2):
+        with pytest.raises(SiteSettingsError, match=r"site\.timezone"):
+            _site(tmp_path, timezone=bad)
+    with pytest.raises(SiteSettingsError, match="unknown"):
+        _site(tmp_path, timezone="Europe/Lutece")

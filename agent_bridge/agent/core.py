@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import platform
 import re
 import threading
@@ -45,12 +46,12 @@ from agent_bridge.agent.installer import Installer, InstallError
 from agent_bridge.agent.memory import give_back
 from agent_bridge.agent.reporting import HostReporter
 from agent_bridge.agent.rules import SELFSERVICE_FILE, Rules, granted_packages, merge_rules
-from agent_bridge.agent.sources import Source, SourceError, make_sources
+from agent_bridge.agent.sources import Source, SourceError, fetch_icons, make_sources
 from agent_bridge.agent.state import AgentState, InstalledRecord
 from agent_bridge.agent.tasks import AgentTask, TaskContext, TaskQueue
 from wapt.control import PackageEntry
 from wapt.errors import VersionError, WaptError
-from wapt.fsutil import write_atomic
+from wapt.fsutil import fsync_directory, write_atomic
 from wapt.resolve import HostProfile, resolve
 from wapt.trust import TrustStore
 from wapt.version import PackageRequest, entry_sort_key, version_key
@@ -147,6 +148,10 @@ class Agent:
         self._answers: OrderedDict[tuple[Any, ...], tuple[bytes, str]] = OrderedDict()
         self._stopping = threading.Event()
         self._sticks: StickWatcher | None = None
+        #: the background icon fetch (`refresh_icons_soon`), and whether to run it once more
+        self._icons_lock = threading.Lock()
+        self._icons_thread: threading.Thread | None = None
+        self._icons_again = False
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -169,6 +174,10 @@ class Agent:
         if self._sticks is not None:
             self._sticks.stop()
         self.queue.stop(timeout=10)
+        with self._icons_lock:
+            icons = self._icons_thread
+        if icons is not None:
+            icons.join(10)
         self.state.close()
 
     def _schedule_update(self) -> None:
@@ -518,34 +527,88 @@ class Agent:
         for error in result["errors"]:
             ctx.log(f"warning: {error}")
         ctx.log(f"{result['count']} package(s) in the repositories")
-        fetched = self.refresh_icons()
-        if fetched:
-            ctx.log(f"{fetched} new icon(s)")
+        # Icons come after the task, on a thread of their own: installs never wait for them.
+        self.refresh_icons_soon()
         self._schedule_update_once()
         give_back()
         return result
 
-    def refresh_icons(self) -> int:
-        """Copy the icons of the newest entries into `cache/icons/`, like WAPT's download_icons.
-
-        Returns how many were fetched. Names are checked as UUIDs; icons must be PNG.
-        """
-        icons = self.config.cache_dir / "icons"
-        icons.mkdir(parents=True, exist_ok=True)
+    def newest_entries(self) -> dict[str, CatalogEntry]:
+        """The newest catalog entry of each package name (WAPT's order, `entry_sort_key`)."""
         newest: dict[str, CatalogEntry] = {}
         for item in self.catalog():
             current = newest.get(item.entry.package)
             if current is None or entry_sort_key(item.entry) > entry_sort_key(current.entry):
                 newest[item.entry.package] = item
-        fetched = 0
+        return newest
+
+    def refresh_icons_soon(self) -> None:
+        """Fetch the missing icons on a background thread (once more if one is running)."""
+        with self._icons_lock:
+            if self._stopping.is_set():
+                return
+            if self._icons_thread is not None:
+                self._icons_again = True
+                return
+            self._icons_thread = threading.Thread(
+                target=self._icons_loop, name="comptoir-icons", daemon=True
+            )
+            self._icons_thread.start()
+
+    def _icons_loop(self) -> None:
+        while True:
+            try:
+                fetched = self.refresh_icons()
+                if fetched:
+                    log.info("%d new icon(s)", fetched)
+            except Exception:
+                log.exception("fetching the icons failed; the next update tries again")
+            with self._icons_lock:
+                if not self._icons_again or self._stopping.is_set():
+                    self._icons_thread = None
+                    return
+                self._icons_again = False
+
+    def refresh_icons(self) -> int:
+        """Copy the icons of the newest entries into `cache/icons/`, like WAPT's download_icons.
+
+        Returns how many were fetched. Only icons not there yet are asked for. Names are
+        checked as UUIDs; icons must be PNG files of at most `sources.MAX_ICON` bytes. Each
+        source's icons are fetched by a few threads over keep-alive connections
+        (`sources.fetch_icons`); one icon's failure does not stop the others.
+
+        Icons are a cache: each is written atomically (a reader never sees half of one) but
+        without its own fsync, and the directory is synced once at the end; an icon a power
+        cut left empty counts as missing and is fetched again.
+        """
+        icons = self.config.cache_dir / "icons"
+        icons.mkdir(parents=True, exist_ok=True)
+        newest = self.newest_entries()
+        with os.scandir(icons) as found:
+            present = {
+                e.name[: -len(".png")]
+                for e in found
+                if e.name.endswith(".png") and e.is_file() and e.stat().st_size > 0
+            }
+        wanted: dict[int, tuple[Source, list[str]]] = {}
         for item in newest.values():
             package_uuid = item.entry.package_uuid
-            if not UUID_PATTERN.fullmatch(package_uuid) or (icons / f"{package_uuid}.png").exists():
+            if not UUID_PATTERN.fullmatch(package_uuid) or package_uuid in present:
                 continue
-            data = item.source.fetch_icon(package_uuid)
-            if data is not None:
-                write_atomic(icons / f"{package_uuid}.png", data)
+            wanted.setdefault(id(item.source), (item.source, []))[1].append(package_uuid)
+        fetched = 0
+        count_lock = threading.Lock()
+
+        def keep(package_uuid: str, data: bytes) -> None:
+            nonlocal fetched
+            write_atomic(icons / f"{package_uuid}.png", data, durable=False)
+            with count_lock:
                 fetched += 1
+
+        for source, package_uuids in wanted.values():
+            fetch_icons(source, package_uuids, keep, stop=self._stopping)
+        if fetched:
+            fsync_directory(icons)
         return fetched
 
     def _schedule_update_once(self) -> None:

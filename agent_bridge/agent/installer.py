@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from agent_bridge.agent.config import AgentConfig
 from agent_bridge.agent.runner import RunResult, run_setup
 from agent_bridge.agent.sources import Source, SourceError, remove_cached
 from agent_bridge.agent.state import AgentState, InstalledRecord
+from agent_bridge.agent.tasks import TaskCancelled
 from wapt.control import PackageEntry, format_control
 from wapt.errors import WaptError
 from wapt.package import extract_package
@@ -28,6 +29,11 @@ from wapt.trust import TrustStore
 
 PERSISTENT = Path("WAPT") / "persistent"
 MAX_OUTPUT = 256 * 1024
+#: the line a package's output ends with when its `setup.py` was stopped by a cancellation
+CANCELLED_HALF_WAY = (
+    "cancelled while setup.py {function}() was running: it was stopped half-way, so the "
+    "{what} may be incomplete"
+)
 
 
 class InstallError(Exception):
@@ -48,6 +54,15 @@ Progress = Callable[[float, str], None]
 
 def _now() -> str:
     return datetime.now().isoformat(timespec="seconds")
+
+
+def _is_set(cancel: Any) -> bool:
+    return cancel is not None and bool(cancel.is_set())
+
+
+def _never_started(result: RunResult) -> bool:
+    """True when `run_setup` saw the cancellation before starting the child: nothing ran."""
+    return result.returncode is None and not result.output
 
 
 def _cap(text: str) -> str:
@@ -92,6 +107,10 @@ class Installer:
         Raises:
             InstallError: the download, the verification or `setup.py` failed; the state then
                 records the package as ERROR with the output (unless it never ran).
+            TaskCancelled: `cancel` was set. Before `setup.py` started, the state is left as
+                it was (the previous version stays recorded, or nothing); when `setup.py` was
+                stopped half-way, the package is recorded as ERROR with the output and a last
+                line saying the installation was cancelled and may be incomplete.
         """
         name = entry.package
         progress(0, f"downloading {name}")
@@ -137,6 +156,8 @@ class Installer:
         cancel: Any,
     ) -> InstalledRecord:
         name = entry.package
+        if _is_set(cancel):
+            raise TaskCancelled(f"{name}: installation cancelled before setup.py ran")
         persistent = self.persistent_dir(entry.package_uuid)
         if (package_dir / PERSISTENT).is_dir():
             shutil.rmtree(persistent, ignore_errors=True)
@@ -171,6 +192,8 @@ class Installer:
                 cancel=cancel,
             )
             record.install_output = _cap(result.output)
+            if not result.ok and _is_set(cancel):
+                self._cancelled_install(record, previous, result)
             if not result.ok:
                 record.install_status = "ERROR"
                 if result.traceback:
@@ -184,6 +207,35 @@ class Installer:
         self.state.put_installed(record)
         progress(100, f"{name} installed")
         return record
+
+    def _cancelled_install(
+        self, record: InstalledRecord, previous: InstalledRecord | None, result: RunResult
+    ) -> None:
+        """Record a cancelled install truthfully, then raise `TaskCancelled`.
+
+        If the child never started, nothing changed on the machine: the previous record comes
+        back (or none). Otherwise `setup.py` was killed half-way: ERROR, with a last line that
+        says so, and the portal shows "cancelled, may be incomplete" with a retry.
+        """
+        name = record.package
+        if _never_started(result):
+            if previous is not None:
+                self.state.put_installed(previous)
+            else:
+                self.state.remove_installed(name)
+            raise TaskCancelled(f"{name}: installation cancelled before setup.py ran")
+        self._stopped_half_way(record, record.install_output.rstrip(), "install", "installation")
+
+    def _stopped_half_way(
+        self, record: InstalledRecord, output: str, function: str, what: str
+    ) -> NoReturn:
+        """Record ERROR with `output` and the line saying `function()` was stopped half-way,
+        then raise `TaskCancelled` with that line."""
+        note = CANCELLED_HALF_WAY.format(function=function, what=what)
+        record.install_status = "ERROR"
+        record.install_output = _cap(f"{output}\n{note}")
+        self.state.put_installed(record)
+        raise TaskCancelled(f"{record.package}: {note}")
 
     def _keep_for_uninstall(self, entry: PackageEntry, package_dir: Path) -> None:
         """Keep `setup.py` and the control: `uninstall()` runs from them later, as in WAPT."""
@@ -200,6 +252,9 @@ class Installer:
         Raises:
             InstallError: the package is not installed, or `uninstall()` failed (it then stays
                 recorded, as ERROR, so the removal can be retried).
+            TaskCancelled: `cancel` was set: before `uninstall()` started, the record is left
+                as it was; when it was stopped half-way, the package stays recorded as ERROR
+                with a line saying the removal may be incomplete.
         """
         record = self.state.get_installed(name)
         if record is None:
@@ -217,6 +272,11 @@ class Installer:
                 env=dict(self.config.install_env),
                 cancel=cancel,
             )
+            if not result.ok and _is_set(cancel):
+                if _never_started(result):
+                    raise TaskCancelled(f"{name}: removal cancelled before setup.py ran")
+                output = f"{record.install_output}\n{result.output}"
+                self._stopped_half_way(record, output, "uninstall", "removal")
             if not result.ok:
                 record.install_status = "ERROR"
                 record.install_output = _cap(

@@ -15,8 +15,10 @@ pending work and its task history, and delivers them:
 
 Its state lives in the agent's state file (param `site_report`): the last `seq` used (reports
 are numbered so the site refuses a replay), whether the key is registered, and the ids of the
-tasks whose events the site acknowledged (events are the teachers' and the shutdown run's
-actions; the site also drops an event it already has, by id).
+tasks whose events the site acknowledged with the task history (`acked_epoch`) they belong to
+(events are the teachers' and the shutdown run's actions; the site also drops an event it
+already has, by epoch and id). A report carries the task queue's `epoch`: when the task file
+is lost its ids start again at 1 in a new epoch, and neither side takes them for old ones.
 """
 
 from __future__ import annotations
@@ -146,7 +148,9 @@ class HostReporter:
             state = self._state()
             seq = int(state.get("seq", 0)) + 1
             self._save(seq=seq)
-            acked = set(state.get("acked_tasks", []))
+            epoch = self.agent.queue.epoch
+            same_history = state.get("acked_epoch", "") == epoch
+            acked = set(state.get("acked_tasks", [])) if same_history else set()
         records = self.agent.state.installed()
         pending = self.agent.pending()
         return HostReport(
@@ -165,6 +169,7 @@ class HostReporter:
             ),
             failed=tuple(_failed(r) for r in records if r.install_status == "ERROR")[:MAX_FAILED],
             events=tuple(self._events(acked)),
+            epoch=epoch,
         )
 
     def _events(self, acked: set[int]) -> list[ReportEvent]:
@@ -332,9 +337,15 @@ class HostReporter:
 
     def _acknowledge(self, report: HostReport) -> None:
         with self._lock:
-            acked = list(self._state().get("acked_tasks", []))
+            state = self._state()
+            same_history = state.get("acked_epoch", "") == report.epoch
+            acked = list(state.get("acked_tasks", [])) if same_history else []
             acked += [e.id for e in report.events]
-            self._save(acked_tasks=acked[-ACKED_KEPT:], last_report=report.created)
+            self._save(
+                acked_tasks=acked[-ACKED_KEPT:],
+                acked_epoch=report.epoch,
+                last_report=report.created,
+            )
 
     # -- the thread --------------------------------------------------------------------------
 

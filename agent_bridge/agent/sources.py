@@ -5,17 +5,25 @@ store, never one taken from the source) and fetches package files into the agent
 HTTP source asks with `If-None-Match`/`If-Modified-Since`, keeps the last good index on disk,
 and falls back to it when the network is down, so a machine keeps working offline. Downloads
 resume where a cut left them and are checked against the size and MD5 of the index.
+
+Icons (`fetch_icons`) come in bulk: a first update of 5,000 packages asks for 5,000 small
+files, so an HTTP source fetches them with a few threads, each keeping one connection open
+(HTTP/1.1 keep-alive) instead of opening one per icon. Only PNG files of at most `MAX_ICON`
+bytes are kept; any other answer is refused, and one icon's failure never stops the others.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
+import ssl
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +41,11 @@ log = logging.getLogger("comptoir.agent.sources")
 CHUNK = 1024 * 1024
 MAX_ICON = 1024 * 1024
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: threads (each with its own keep-alive connection) fetching one source's icons
+ICON_WORKERS = 4
 Progress = Callable[[int, int], None]
+#: on_icon(package_uuid, png): called, from any thread, for each icon fetched and accepted
+IconSink = Callable[[str, bytes], None]
 
 
 class SourceError(Exception):
@@ -183,12 +195,81 @@ class HttpSource:
         """The repository's `icons/<package_uuid>.png`, or None if it has none or fails."""
         if not _plain_name(package_uuid):
             return None
-        url = f"{self.location}/icons/{urllib.parse.quote(package_uuid)}.png"
+        url = self._icon_url(package_uuid)
         try:
             answer = fetch(url, timeout=self.timeout, max_size=MAX_ICON, ca_file=self.ca_file)
-        except FetchError:
+        except FetchError as e:
+            log.info("%s: icon not fetched: %s", self.name, e)
             return None
-        return answer.body if answer.body.startswith(PNG_MAGIC) else None
+        return _png_or_none(answer.body, url)
+
+    def _icon_url(self, package_uuid: str) -> str:
+        return f"{self.location}/icons/{urllib.parse.quote(package_uuid)}.png"
+
+    def fetch_icons(
+        self,
+        package_uuids: Iterable[str],
+        on_icon: IconSink,
+        *,
+        workers: int = ICON_WORKERS,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Fetch many icons with `workers` threads, each over one keep-alive connection.
+
+        `on_icon` gets each icon accepted (PNG, at most `MAX_ICON` bytes); a missing, refused
+        or failing icon is logged and skipped. Returns when all were tried or `stop` is set.
+        Through a proxy (the `*_proxy` variables name one for this host) each icon goes
+        through urllib, which knows proxies, still `workers` at a time.
+        """
+        names = [u for u in package_uuids if _plain_name(u)]
+        if not names:
+            return
+        pending = iter(names)
+        lock = threading.Lock()
+
+        def next_name() -> str | None:
+            if stop is not None and stop.is_set():
+                return None
+            with lock:
+                return next(pending, None)
+
+        proxied = _proxied(self.location)
+
+        def work() -> None:
+            connection = None if proxied else _KeepAlive(self.location, self.timeout, self.ca_file)
+            try:
+                while (name := next_name()) is not None:
+                    if connection is None:
+                        icon = self.fetch_icon(name)
+                    else:
+                        icon = self._keep_alive_icon(connection, name)
+                    if icon is not None:
+                        on_icon(name, icon)
+            finally:
+                if connection is not None:
+                    connection.close()
+
+        threads = [
+            threading.Thread(target=work, name=f"icons {self.name} {i}", daemon=True)
+            for i in range(max(1, min(workers, len(names))))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _keep_alive_icon(self, connection: _KeepAlive, package_uuid: str) -> bytes | None:
+        url = self._icon_url(package_uuid)
+        try:
+            status, body = connection.get(urllib.parse.urlsplit(url).path, MAX_ICON)
+        except (OSError, http.client.HTTPException, SourceError) as e:
+            log.info("%s: icon not fetched: %s: %s", self.name, url, e)
+            return None
+        if status != 200:
+            if status != 404:
+                log.info("%s: icon not fetched: %s: HTTP %s", self.name, url, status)
+            return None
+        return _png_or_none(body, url)
 
     def _download(
         self, url: str, part: Path, entry: PackageEntry, progress: Progress | None
@@ -287,6 +368,112 @@ class DirectorySource:
         return dest
 
 
+class _KeepAlive:
+    """One HTTP/1.1 connection to a repository, opened again when the server closed it."""
+
+    def __init__(self, base_url: str, timeout: float, ca_file: Path | None) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or ""
+        self.port = parts.port
+        self.timeout = timeout
+        self.context: ssl.SSLContext | None = None
+        if self.https:
+            self.context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        self.connection: http.client.HTTPConnection | None = None
+
+    def _open(self) -> http.client.HTTPConnection:
+        if self.https:
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=self.context
+            )
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def get(self, path: str, max_size: int) -> tuple[int, bytes]:
+        """GET `path`: (status, body). A connection the server had closed is opened again
+        once (keep-alive connections time out between requests).
+
+        Raises:
+            SourceError: the body is over `max_size` bytes (the connection is then dropped).
+            OSError, http.client.HTTPException: the request failed twice.
+        """
+        for attempt in (1, 2):
+            reused = self.connection is not None
+            if self.connection is None:
+                self.connection = self._open()
+            try:
+                self.connection.request("GET", path, headers={"Accept": "image/png"})
+                response = self.connection.getresponse()
+                length = response.getheader("Content-Length")
+                if length is not None and length.isdigit() and int(length) > max_size:
+                    self.close()
+                    raise SourceError(f"larger than {max_size} bytes ({length})")
+                body = response.read(max_size + 1)
+                if len(body) > max_size:
+                    self.close()
+                    raise SourceError(f"larger than {max_size} bytes")
+                if response.will_close:
+                    self.close()
+                return response.status, body
+            except (OSError, http.client.HTTPException):
+                self.close()
+                if attempt == 2 or not reused:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+def _proxied(url: str) -> bool:
+    """True when urllib would send requests for `url` through a proxy."""
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies()
+    return parts.scheme in proxies and not urllib.request.proxy_bypass(parts.netloc)
+
+
+def _png_or_none(data: bytes, where: str) -> bytes | None:
+    """`data` if it is a PNG of at most `MAX_ICON` bytes; else None, logged with the reason."""
+    if len(data) > MAX_ICON:
+        log.warning("icon refused: %s: larger than %d bytes", where, MAX_ICON)
+        return None
+    if not data.startswith(PNG_MAGIC):
+        log.warning("icon refused: %s: not a PNG file", where)
+        return None
+    return data
+
+
+def fetch_icons(
+    source: Source,
+    package_uuids: Iterable[str],
+    on_icon: IconSink,
+    *,
+    workers: int = ICON_WORKERS,
+    stop: threading.Event | None = None,
+) -> None:
+    """Fetch the icons of `package_uuids` from `source`, calling `on_icon` for each accepted.
+
+    An HTTP source uses `HttpSource.fetch_icons` (threads, keep-alive); the others read
+    local files, one after the other.
+    """
+    if isinstance(source, HttpSource):
+        source.fetch_icons(package_uuids, on_icon, workers=workers, stop=stop)
+        return
+    for package_uuid in _until(package_uuids, stop):
+        icon = source.fetch_icon(package_uuid)
+        if icon is not None:
+            on_icon(package_uuid, icon)
+
+
+def _until(items: Iterable[str], stop: threading.Event | None) -> Iterator[str]:
+    for item in items:
+        if stop is not None and stop.is_set():
+            return
+        yield item
+
+
 def _plain_name(name: str) -> bool:
     return bool(name) and not any(c in name for c in "/\\:") and ".." not in name
 
@@ -297,11 +484,12 @@ def _directory_icon(root: Path, package_uuid: str) -> bytes | None:
     path = root / "icons" / f"{package_uuid}.png"
     try:
         if path.stat().st_size > MAX_ICON:
+            log.warning("icon refused: %s: larger than %d bytes", path, MAX_ICON)
             return None
         data = path.read_bytes()
     except OSError:
         return None
-    return data if data.startswith(PNG_MAGIC) else None
+    return _png_or_none(data, str(path))
 
 
 def make_source(config: RepositoryConfig, cache_dir: Path) -> Source:

@@ -18,7 +18,9 @@ task are written at most once a second by a housekeeping thread. After a crash, 
 run again, a task that was running becomes an error that keeps its log, and ids keep increasing.
 Event ids restart above every id the previous process can have announced (see `_RESTART_GAP`),
 and a client that asks with an id this queue has not reached yet is answered at once, so a
-poller never waits on an id from an earlier life.
+poller never waits on an id from an earlier life. The task file also holds its `epoch`, a random
+id made with the file: task ids are unique only within an epoch (a lost task file starts again
+at 1 with a new epoch), which is how the site server tells a new task #3 from an old one.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import dataclasses
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 import traceback
@@ -40,6 +43,7 @@ from typing import Any, Final, Literal
 
 from agent_bridge.agent.state import DurableJSONStorage, StateError
 from agent_bridge.models import TASK_KEYS
+from agent_bridge.reports import EPOCH_PATTERN
 
 __all__ = [
     "EVENT_TYPES",
@@ -88,6 +92,11 @@ _PERSIST_INTERVAL: Final = 1.0  # progress and log lines reach the disk within a
 _RESTART_GAP: Final = 1000
 _STORE_TABLE: Final = "queue"
 _STORE_FORMAT: Final = 1
+
+
+def new_epoch() -> str:
+    """A new task-history id: random, so that two lives of a task file never share one."""
+    return secrets.token_hex(8)
 
 
 def _now_iso() -> str:
@@ -313,6 +322,7 @@ class TaskQueue:
         self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=_MAX_EVENTS)
         self._last_task_id = 0
         self._last_event_id = 0
+        self._epoch = new_epoch()  # kept when the task file has one (`_restore`)
         self._last_status_emit = 0.0
         self._status_pending = False
         self._dirty = False
@@ -338,6 +348,9 @@ class TaskQueue:
             if not isinstance(last_task_id, int) or not isinstance(last_event_id, int):
                 raise ValueError("last_task_id and last_event_id must be integers")
             tasks = [AgentTask.from_record(r) for r in stored["tasks"]]
+            epoch = stored.get("epoch")  # absent in files of older agents: a new one
+            if epoch is not None and not (isinstance(epoch, str) and EPOCH_PATTERN.match(epoch)):
+                raise ValueError(f"epoch {epoch!r}: expected 1 to 64 letters, digits, '-', '_'")
         except (KeyError, TypeError, ValueError) as e:
             raise StateError(f"{self.store_path}: the task file is corrupt: {e}") from e
         now = _now_iso()
@@ -355,6 +368,8 @@ class TaskQueue:
             self._finished.append(task)
         self._pending.sort(key=_run_order)
         self._last_task_id = max([last_task_id, *(t.id for t in tasks)])
+        if epoch is not None:
+            self._epoch = epoch
         self._last_event_id = last_event_id + _RESTART_GAP
         self._trim()
         with self._lock:
@@ -530,6 +545,7 @@ class TaskQueue:
                 "format": _STORE_FORMAT,
                 "last_task_id": self._last_task_id,
                 "last_event_id": self._last_event_id,
+                "epoch": self._epoch,
                 "tasks": [t.as_record() for t in tasks],
             }
         }
@@ -714,6 +730,12 @@ class TaskQueue:
         """The id of the latest event (0 before the first one)."""
         with self._lock:
             return self._last_event_id
+
+    @property
+    def epoch(self) -> str:
+        """The id of this task history: task ids are unique within it, not beyond (a lost
+        task file starts a new history whose ids start again at 1)."""
+        return self._epoch
 
     @property
     def last_task_id(self) -> int:

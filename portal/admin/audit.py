@@ -1,15 +1,16 @@
 """The audit pages: `/admin/audit` (search as you type, paging) and `/admin/audit.csv`.
 
 Both take the same filters from the query string: `q` (text), `who`, `action`, `role`,
-`outcome`, `since` and `until` (dates, `until` included), and the page `page`. Bad values are
-reported on the page, never guessed.
+`outcome`, `since` and `until` (dates, `until` included, days of the site's time zone), and the
+page `page`. Bad values are reported on the page, never guessed. The page shows times in the
+site's time zone (`[site] timezone`), named; the CSV keeps UTC, for programs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Final
 
 from flask import Flask, Response, request, stream_with_context, url_for
@@ -21,10 +22,12 @@ from portal.admin import (
     audit_log,
     record,
     register,
+    site_settings,
 )
 from portal.i18n import gettext as _
 from portal.render import render
 from portal.site.audit import OUTCOMES, ROLES
+from portal.site.localtime import zone
 from portal.site.settings import SiteSettings
 
 __all__ = ["PAGE_SIZE", "bp", "init_app"]
@@ -89,17 +92,18 @@ class AuditQuery:
             errors=tuple(errors),
         )
 
-    def filters(self) -> dict[str, Any]:
-        """The keyword arguments of `AuditLog.search` (`until` is the end of its day)."""
+    def filters(self, where: tzinfo = UTC) -> dict[str, Any]:
+        """The keyword arguments of `AuditLog.search`: days from midnight in the time zone
+        `where` (`until` is the end of its day)."""
         return {
             "text": self.text,
             "who": self.who,
             "action": self.action,
             "role": self.role,
             "outcome": self.outcome,
-            "since": datetime.combine(self.since, time(), UTC) if self.since else None,
+            "since": datetime.combine(self.since, time(), where) if self.since else None,
             "until": (
-                datetime.combine(self.until + timedelta(days=1), time(), UTC)
+                datetime.combine(self.until + timedelta(days=1), time(), where)
                 if self.until
                 else None
             ),
@@ -124,11 +128,12 @@ class AuditQuery:
 def index() -> Response:
     """The audit log, newest first, filtered; the results alone for htmx."""
     query = AuditQuery.from_request()
+    local = zone(site_settings().timezone)
     events: list[Any] = []
     total = 0
     if not query.errors:
         events, total = audit_log().search(
-            **query.filters(), limit=PAGE_SIZE, offset=(query.page - 1) * PAGE_SIZE
+            **query.filters(local), limit=PAGE_SIZE, offset=(query.page - 1) * PAGE_SIZE
         )
     pages = max(1, -(-total // PAGE_SIZE))
     return render(
@@ -140,6 +145,7 @@ def index() -> Response:
         pages=pages,
         roles=ROLES,
         outcomes=OUTCOMES,
+        local=local,
         csv_url=url_for("admin_audit.export", **query.args()),
     )
 
@@ -150,7 +156,7 @@ def export() -> Response:
     query = AuditQuery.from_request()
     if query.errors:
         return Response("\n".join(query.errors) + "\n", status=400, mimetype="text/plain")
-    chunks = audit_log().csv_chunks(**query.filters())
+    chunks = audit_log().csv_chunks(**query.filters(zone(site_settings().timezone)))
     record("audit.export", details=request.query_string.decode("utf-8", "replace"))
 
     def body() -> Iterator[str]:

@@ -9,7 +9,9 @@
 Every change is a `POST` (CSRF-checked) that changes the `AssignmentStore`, is audited
 (`group.*`, `assignment.*`), then publishes the signed group, selfservice and host packages
 (`portal.site.publish`, audited as `site.publish`). A refused change re-renders its page with
-the reason (422) and is audited as refused. Deadlines are entered and shown in UTC.
+the reason (422) and is audited as refused. Deadlines are entered and shown in the site's
+time zone (`SiteSettings.timezone`, named on the page) and kept and published in UTC; a time
+the zone skips or has twice (clock changes) is refused with a message that says so.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from portal.site.assignments import (
     check_host,
     check_package_name,
 )
-from portal.site.model import INTENTS, MachineGroup, ModelError, parse_time
+from portal.site.localtime import LocalTimeError, local_text, local_to_utc
+from portal.site.model import INTENTS, MachineGroup, ModelError, utc_text
 from portal.site.publish import PublishError, publish
 from portal.site.settings import SiteSettings
 
@@ -69,8 +72,47 @@ def _lines(text: str) -> list[str]:
 
 
 def _deadline(text: str) -> datetime | None:
+    """The UTC time of a deadline typed in the site's zone; None when none is given.
+
+    Raises:
+        ModelError: not a date and time, or one the zone skips or has twice (translated).
+    """
     text = text.strip()
-    return parse_time(text, "deadline") if text else None
+    if not text:
+        return None
+    zone_name = site_settings().timezone
+    try:
+        return local_to_utc(text, zone_name)
+    except LocalTimeError as e:
+        if e.problem == "nonexistent":
+            message = _(
+                "Deadline %(time)s does not exist in %(zone)s: the clocks go forward at that "
+                "hour. Choose another time.",
+                time=text,
+                zone=zone_name,
+            )
+        elif e.problem == "ambiguous":
+            message = _(
+                "Deadline %(time)s happens twice in %(zone)s: the clocks go back at that hour. "
+                "Choose a time outside that hour.",
+                time=text,
+                zone=zone_name,
+            )
+        else:
+            message = _("Deadline %(time)s: not a date and time.", time=text)
+        raise ModelError(message) from e
+
+
+def site_time(when: datetime | None) -> str:
+    """A stored (UTC) time in the site's zone, with the zone's abbreviation; "–" for None."""
+    return local_text(when, site_settings().timezone) if when is not None else "–"
+
+
+def _zone_context() -> dict[str, str]:
+    """The site's time zone, for the pages' labels ("Deadline (Europe/Paris)")."""
+    if "comptoir.site" not in current_app.extensions:
+        return {}
+    return {"site_zone": site_settings().timezone}
 
 
 def _known_packages() -> list[str]:
@@ -350,7 +392,8 @@ def shutdown_create() -> Response:
     _changed(
         "shutdown.create",
         ", ".join(dict.fromkeys(packages)),
-        f"{len(made)} assignment(s), deadline {request.form.get('deadline', '')}",
+        f"{len(made)} assignment(s), deadline {utc_text(deadline)} "
+        f"({request.form.get('deadline', '').strip()} {site_settings().timezone})",
     )
     return redirect(url_for("admin_shutdown.index"), 303)
 
@@ -364,4 +407,6 @@ def init_app(app: Flask, site: SiteSettings) -> None:
     app.extensions["comptoir.assignments"] = AssignmentStore(site.data_dir)
     register(app, bp)
     register(app, shutdown_bp)
+    app.add_template_filter(site_time, "site_time")
+    app.context_processor(_zone_context)
     add_dashboard_item(app, _groups_count)

@@ -84,7 +84,9 @@ SHARDS: Final = 64
 HISTORY_KEPT: Final = 30
 """Reports whose summary a host's record keeps (its page shows them)."""
 EVENT_IDS_KEPT: Final = 2000
-"""Event ids a host's record remembers, so an event that comes twice is audited once."""
+"""Event ids a host's record remembers per epoch, so an event that comes twice is audited once."""
+EPOCHS_KEPT: Final = 4
+"""Task histories (agent epochs) whose event ids a host's record remembers, newest last."""
 HOST_STATUSES: Final = ("ok", "pending", "failed", "unknown", "stale")
 """ok, pending (work to do), failed (a failure), unknown (never reported); `stale` is a
 filter: not seen for `stale_days`."""
@@ -470,7 +472,7 @@ class HostStore:
                     f"#{last_seq} (a replay, or an older report)",
                     last_seq=last_seq,
                 )
-            seen = set(doc.get("event_ids", []))
+            seen = set(_seen_event_ids(doc, report.epoch))
             events = tuple(e for e in report.events if e.id not in seen)
             self._write_failures(uuid, report.failed)
             _apply(doc, report, source, now, events)
@@ -693,7 +695,7 @@ def _new_doc(uuid: str, public_key: str, name: str, source: str, now: str) -> di
         "pending": PendingWork().to_json(),
         "failed": [],
         "history": [],
-        "event_ids": [],
+        "event_epochs": {},
     }
 
 
@@ -731,7 +733,31 @@ def _apply(
         "events": len(events),
     }
     doc["history"] = [entry, *doc.get("history", [])][:HISTORY_KEPT]
-    doc["event_ids"] = [*doc.get("event_ids", []), *(e.id for e in events)][-EVENT_IDS_KEPT:]
+    _remember_events(doc, report.epoch, [e.id for e in events])
+
+
+def _seen_event_ids(doc: dict[str, Any], epoch: str) -> list[int]:
+    """The ids of the events of task history `epoch` the site already has for this host.
+
+    Records written before epochs kept one list, `event_ids`: the ids of agents without one.
+    """
+    epochs: dict[str, list[int]] = doc.get("event_epochs") or {"": doc.get("event_ids", [])}
+    return epochs.get(epoch, [])
+
+
+def _remember_events(doc: dict[str, Any], epoch: str, ids: list[int]) -> None:
+    """Add `ids` to what the site has of `epoch`, which becomes the newest epoch kept.
+
+    Task ids are unique within an epoch only: an agent whose task file was lost starts again
+    at 1 in a new epoch, and those events are new. A few older epochs are kept so that a
+    stick's old report (from before the loss) is still recognised.
+    """
+    epochs: dict[str, list[int]] = doc.pop("event_epochs", None) or {"": doc.get("event_ids", [])}
+    doc.pop("event_ids", None)
+    kept = [*epochs.pop(epoch, []), *ids][-EVENT_IDS_KEPT:]
+    epochs = {k: v for k, v in epochs.items() if v}
+    epochs[epoch] = kept
+    doc["event_epochs"] = dict(list(epochs.items())[-EPOCHS_KEPT:])
 
 
 def _summary(doc: dict[str, Any]) -> HostSummary:

@@ -16,7 +16,8 @@ from typing import Any, Final
 
 from agent_bridge.agent.auth import LdapSettings
 from agent_bridge.agent.config import ConfigError, ldap_from_mapping
-from portal.site.model import NAME_PATTERN
+from portal.site.localtime import DEFAULT_ZONE, check_zone
+from portal.site.model import NAME_PATTERN, ModelError
 
 __all__ = ["SiteSettings", "SiteSettingsError", "site_settings_from_mapping"]
 
@@ -58,6 +59,8 @@ class SiteSettings:
     #: where backups go: a directory or an http(s) URL; None: no scheduled backup
     backup_target: str | None = None
     backup_interval_hours: float = 24.0
+    #: the zone admins enter and read deadlines in (IANA name); times are kept in UTC
+    timezone: str = DEFAULT_ZONE
 
     @property
     def private_dir(self) -> Path:
@@ -80,6 +83,7 @@ _KEYS: Final = {
     "enrolment_secret_file": "path",
     "backup_target": "target",
     "backup_interval_hours": "float",
+    "timezone": "zone",
 }
 _REQUIRED: Final = ("data_dir", "repository_dir")
 
@@ -116,6 +120,11 @@ def _value(raw: Any, kind: str, key: str, source: str, base: Path) -> Any:
             f"{source}: site.{key}: {raw!r}: use 1 to 64 lower-case letters, digits and "
             "inner dashes (it becomes part of package names and paths)"
         )
+    if kind == "zone":
+        try:
+            return check_zone(raw.strip())
+        except ModelError as e:
+            raise SiteSettingsError(f"{source}: site.{key}: {e}") from e
     if kind == "target" and not raw.startswith(("http://", "https://")):
         path = Path(raw).expanduser()
         return str(path if path.is_absolute() else base / path)
