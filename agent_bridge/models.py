@@ -263,6 +263,10 @@ _STATE_OF_LIST: Final[Mapping[TaskListName, TaskState]] = MappingProxyType(
         "cancelled": "cancelled",
     }
 )
+#: the key where Comptoir's agent names each task's list in `/tasks_status.json` (WAPT's flat
+#: list loses it; a WAPT client ignores the key)
+TASK_LIST_KEY: Final = "comptoir_list"
+
 _LIST_OF_STATE: Final[Mapping[TaskState, TaskListName]] = MappingProxyType(
     {state: name for name, state in _STATE_OF_LIST.items()}
 )
@@ -444,7 +448,8 @@ class TasksStatus:
         running task that was cancelled is listed in errors and in cancelled), is in the
         cancelled segment. One case cannot be told apart: cancelled tasks when no task at all
         has finished read as pending. WAPT's agent always lists its finished start-up update,
-        and `/tasks.json` (`TaskList`) names the lists exactly.
+        and `/tasks.json` (`TaskList`) names the lists exactly. Comptoir's agent names each
+        task's list (`TASK_LIST_KEY`), which is then taken as said.
 
         Raises:
             ProtocolError: not an object, `last_event_id` missing or not an integer, `tasks`
@@ -460,8 +465,11 @@ class TasksStatus:
         for item in fields.array("tasks"):
             task = Task.from_json(item, endpoint=endpoint)
             finished = task.finish_date is not None
-            if task.id in seen_ids or (seen_finished and not finished):
-                listed_as: TaskListName = "cancelled"
+            named = item.get(TASK_LIST_KEY) if isinstance(item, dict) else None
+            if isinstance(named, str) and named in _STATE_OF_LIST:
+                listed_as = cast(TaskListName, named)  # Comptoir's agent says it
+            elif task.id in seen_ids or (seen_finished and not finished):
+                listed_as = "cancelled"
             else:
                 listed_as = _LIST_OF_STATE[task.state]
             seen_finished = seen_finished or finished

@@ -173,7 +173,8 @@ def test_a_cancelled_install_is_cancelled_and_says_it_may_be_incomplete(site: Si
     task = site.client.install(alice, "tis-hang")
     wait_until(site.marker("tis-hang").exists)  # setup.py has started
     site.client.cancel_task(task.id, alice)
-    site.client.wait_for_task(task.id, timeout=30)
+    # /tasks_status.json (what wait_for_task follows) names each task's list too
+    assert site.client.wait_for_task(task.id, timeout=30).state == "cancelled"
     listing = site.client.tasks(timeout_ms=0)  # /tasks.json names the list of each task
     assert listing is not None
     [done] = [t for t in listing.all() if t.id == task.id]

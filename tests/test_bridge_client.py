@@ -812,3 +812,25 @@ def test_a_long_poll_does_not_block_other_threads() -> None:
             client.ping()
         assert time.monotonic() - started < 0.5
         poller.join(5)
+
+
+def test_tasks_status_takes_the_list_comptoirs_agent_names() -> None:
+    """A task cancelled while it ran is finished like a failure; WAPT lists it twice, Comptoir's
+    agent once, naming its list: the bridge takes the name, and guesses only without it."""
+    from agent_bridge.models import TASK_LIST_KEY, TasksStatus
+
+    times = {"start_date": "2026-11-21T10:00:01", "finish_date": "2026-11-21T10:00:02"}
+    done = task_dict(1, progress=100.0, **times)
+    cancelled = task_dict(2, progress=40.0, **times)
+    named = TasksStatus.from_json(
+        {
+            "last_event_id": 5,
+            "tasks": [{**done, TASK_LIST_KEY: "done"}, {**cancelled, TASK_LIST_KEY: "cancelled"}],
+        },
+        endpoint="/tasks_status.json",
+    )
+    assert [t.state for t in named.tasks or ()] == ["done", "cancelled"]
+    guessed = TasksStatus.from_json(
+        {"last_event_id": 5, "tasks": [done, cancelled]}, endpoint="/tasks_status.json"
+    )
+    assert [t.state for t in guessed.tasks or ()] == ["done", "error"]

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from agent_bridge.agent.state import DurableJSONStorage, StateError
-from agent_bridge.models import TASK_KEYS
+from agent_bridge.models import TASK_KEYS, TASK_LIST_KEY
 from agent_bridge.reports import EPOCH_PATTERN
 
 __all__ = [
@@ -788,7 +788,11 @@ class TaskQueue:
     def tasks_status(self, last_event_id: int, timeout_s: float) -> dict[str, Any]:
         """`/tasks_status.json`: `{"last_event_id": n, "tasks": [...]}` with the tasks
         pending, running, done, in error, cancelled, in that order; `tasks` is absent when no
-        event newer than `last_event_id` came within `timeout_s` seconds."""
+        event newer than `last_event_id` came within `timeout_s` seconds.
+
+        WAPT's flat list loses which list a task came from (a client guesses it from the
+        dates); each task here also says it, in `comptoir_list`, which a WAPT client ignores.
+        """
         with self._lock:
             changed = self._wait_newer(last_event_id, timeout_s)
             answer: dict[str, Any] = {"last_event_id": self._last_event_id}
@@ -796,11 +800,15 @@ class TaskQueue:
                 snap = self._snapshot_locked()
                 running = [snap["running"]] if snap["running"] else []
                 answer["tasks"] = [
-                    *snap["pending"],
-                    *running,
-                    *snap["done"],
-                    *snap["errors"],
-                    *snap["cancelled"],
+                    {**task, TASK_LIST_KEY: name}
+                    for name, tasks in (
+                        ("pending", snap["pending"]),
+                        ("running", running),
+                        ("done", snap["done"]),
+                        ("errors", snap["errors"]),
+                        ("cancelled", snap["cancelled"]),
+                    )
+                    for task in tasks
                 ]
             return answer
 
