@@ -240,6 +240,13 @@ class PendingItem:
     def package(self) -> str:
         return _name(self.request)
 
+    @property
+    def version(self) -> str:
+        """The exact version the request names (`tis-heavy(=1-1)` -> `1-1`), else ""."""
+        _, _, rest = self.request.partition("(")
+        rest = rest.strip().removesuffix(")").strip()
+        return rest[1:].strip() if rest.startswith("=") and not rest.startswith("==") else ""
+
 
 def _name(request: str) -> str:
     """`tis-heavy(=1-1)` -> `tis-heavy`."""

@@ -22,6 +22,7 @@ from agent_bridge.shutdown import (
     EXIT_BUDGET,
     EXIT_OK,
     EXIT_POSTPONED,
+    PendingItem,
     PostponeStore,
     Report,
     ShutdownPolicy,
@@ -297,3 +298,19 @@ def test_the_unit_outlasts_the_budget_and_the_docs_name_every_option() -> None:
         assert f"`{option.opts[0]}`" in docs, option.opts[0]
     for code in (EXIT_OK, EXIT_POSTPONED, EXIT_BUDGET, EXIT_AGENT, 1, 2):
         assert f"| {code} |" in docs
+
+
+@pytest.mark.parametrize(
+    ("request_text", "package", "version"),
+    [
+        ("tis-heavy(=1-1)", "tis-heavy", "1-1"),
+        ("tis-heavy", "tis-heavy", ""),
+        ("tis-x(>=2.0-1)", "tis-x", ""),
+        ("app( = 3.0-1 )", "app", "3.0-1"),
+    ],
+)
+def test_the_window_names_a_package_and_its_exact_version(
+    request_text: str, package: str, version: str
+) -> None:
+    item = PendingItem(request_text, "install")
+    assert (item.package, item.version) == (package, version)
