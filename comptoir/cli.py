@@ -7,33 +7,44 @@ become a one-line message on stderr and exit status 1 (click's usage errors exit
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from comptoir.agent import agent
-from comptoir.bundle import bundle
-from comptoir.demo import demo
-from comptoir.keys import keys
-from comptoir.kiosk import kiosk
-from comptoir.packages import package
-from comptoir.portal import portal
-from comptoir.repo import repo
-from comptoir.shutdown import shutdown
-from comptoir.site import site
+#: command name -> (module, attribute): each area is imported only when its command runs, so
+#: that `comptoir agent serve`, a long-running service, does not hold the portal, the site
+#: server and the USB writer in memory (about 7.5 MiB of imports)
+COMMANDS = {
+    "agent": ("comptoir.agent", "agent"),
+    "keys": ("comptoir.keys", "keys"),
+    "package": ("comptoir.packages", "package"),
+    "repo": ("comptoir.repo", "repo"),
+    "demo": ("comptoir.demo", "demo"),
+    "portal": ("comptoir.portal", "portal"),
+    "bundle": ("comptoir.bundle", "bundle"),
+    "site": ("comptoir.site", "site"),
+    "shutdown": ("comptoir.shutdown", "shutdown"),
+    "kiosk": ("comptoir.kiosk", "kiosk"),
+}
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported from `COMMANDS` when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attribute = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{module}.{attribute} is not a click command")
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="comptoir")
 def main() -> None:
     """Comptoir: self-service software for managed school workstations (WAPT packages)."""
-
-
-main.add_command(agent)
-main.add_command(keys)
-main.add_command(package)
-main.add_command(repo)
-main.add_command(demo)
-main.add_command(portal)
-main.add_command(bundle)
-main.add_command(site)
-main.add_command(shutdown)
-main.add_command(kiosk)

@@ -47,6 +47,7 @@ __all__ = [
     "REQUIRED_ATTRIBUTES",
     "SIGNATURE_ATTRIBUTES",
     "PackageEntry",
+    "compact_entry",
     "format_control",
     "format_records",
     "parse_control",
@@ -512,10 +513,14 @@ def _parse_lines(lines: list[str]) -> list[dict[str, str]]:
 
     One `partition` per line, locals only, no line counter: a malformed line raises
     `_LineError` carrying the line object itself, and `_parse_text` finds its number.
+    Equal values share one string (`share`): an index repeats most of its values from record
+    to record, and a copy made only to be dropped at once leaves no hole in the heap among
+    the values kept.
     """
     records: list[dict[str, str]] = []
     append = records.append
     cached_key = _KEY_CACHE.get
+    share = {"": ""}.setdefault
     current: dict[str, str] | None = None
     key = ""
     for line in lines:
@@ -536,11 +541,11 @@ def _parse_lines(lines: list[str]) -> list[dict[str, str]]:
             if colon:
                 key = cached_key(raw) or _normalise_key(raw, line)
                 if current is None:
-                    current = {key: value.strip()}
+                    current = {key: share(value := value.strip(), value)}
                 elif key in current:
                     raise _LineError(line, f"repeated key {key!r}")
                 else:
-                    current[key] = value.strip()
+                    current[key] = share(value := value.strip(), value)
                 continue
             if line.strip():
                 raise _LineError(line, "no ':' in line")
@@ -669,6 +674,27 @@ def parse_records(text: str, *, source: str = "Packages") -> list[PackageEntry]:
     _check_characters(text, source)
     adopt = PackageEntry._adopt
     return [adopt(fields) for fields in _parse_text(text, source)[1]]
+
+
+def compact_entry(entry: PackageEntry, shared: dict[str, str]) -> PackageEntry:
+    """A copy of `entry` for a catalog held in memory: no empty fields, equal strings shared.
+
+    An index repeats most of its values from entry to entry (`signed_attributes`, signers,
+    maturities, licences, maintainers...), and a WAPT entry has a dozen always-empty fields.
+    Parsed, each is its own string in an oversized dict: about 5 KiB per entry. `shared` maps
+    each value to the one string kept for it; pass the same dict for every entry of a catalog
+    (and drop it afterwards). An absent field reads as "" through `get` and the typed
+    properties, as an empty one does; only `in`, `len` and iteration tell the difference, so
+    the copy is for readers of values, not for writing or verifying control data.
+    """
+    fields: dict[str, FieldValue] = {}
+    for name, value in entry.fields.items():
+        if isinstance(value, str):
+            if not value:
+                continue
+            value = shared.setdefault(value, value)
+        fields[name] = value
+    return PackageEntry._adopt(fields)
 
 
 # --- writing ---------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from agent_bridge.agent.rules import SELFSERVICE_FILE, Rules, granted_packages, 
 from agent_bridge.agent.sources import Source, SourceError, fetch_icons, make_sources
 from agent_bridge.agent.state import AgentState, InstalledRecord
 from agent_bridge.agent.tasks import AgentTask, TaskContext, TaskQueue
-from wapt.control import PackageEntry
+from wapt.control import PackageEntry, compact_entry
 from wapt.errors import VersionError, WaptError
 from wapt.fsutil import fsync_directory, write_atomic
 from wapt.resolve import HostProfile, resolve
@@ -89,7 +89,7 @@ class AgentRefusal(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CatalogEntry:
     entry: PackageEntry
     source: Source
@@ -193,8 +193,14 @@ class Agent:
     # -- catalog -----------------------------------------------------------------------------
 
     def refresh_catalog(self, *, network: bool = True) -> dict[str, Any]:
-        """Reload every source's verified index and recompute what is pending."""
+        """Reload every source's verified index and recompute what is pending.
+
+        The entries kept are compact copies (`compact_entry`: equal strings shared, empty fields
+        left out), under half the memory of the parsed ones; the parsed index is dropped source by
+        source, and the freed heap is given back to the system at the end.
+        """
         catalog: list[CatalogEntry] = []
+        shared: dict[str, str] = {}
         discarded = 0
         errors: list[str] = []
         repos: list[str] = []
@@ -220,7 +226,9 @@ class Agent:
                 profile = dataclasses.replace(profile, maturities=allowed)
             for entry in loaded.index.entries:
                 if profile.why_not(entry) is None:
-                    catalog.append(CatalogEntry(entry, source))
+                    catalog.append(CatalogEntry(compact_entry(entry, shared), source))
+            loaded = None  # the parsed index: free it before the next source is read
+        shared.clear()
         host_package = self._host_package
         if network:
             try:
@@ -253,7 +261,9 @@ class Agent:
                 "errors": errors + self._pending.errors,
             }
             self.state.set_param("last_update_status", self._last_update)
-        return self._last_update
+            result = self._last_update
+        give_back()
+        return result
 
     def catalog(self) -> list[CatalogEntry]:
         with self._lock:
@@ -530,7 +540,6 @@ class Agent:
         # Icons come after the task, on a thread of their own: installs never wait for them.
         self.refresh_icons_soon()
         self._schedule_update_once()
-        give_back()
         return result
 
     def newest_entries(self) -> dict[str, CatalogEntry]:
@@ -566,8 +575,9 @@ class Agent:
             with self._icons_lock:
                 if not self._icons_again or self._stopping.is_set():
                     self._icons_thread = None
-                    return
+                    break
                 self._icons_again = False
+        give_back()  # thousands of requests' buffers, freed
 
     def refresh_icons(self) -> int:
         """Copy the icons of the newest entries into `cache/icons/`, like WAPT's download_icons.
