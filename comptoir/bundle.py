@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from comptoir.common import ProgressBar, emit_json, fails_cleanly, read_passphrase, with_options
+from comptoir.common import (
+    ProgressBar,
+    SiteConfigError,
+    emit_json,
+    fails_cleanly,
+    load_site_settings,
+    read_passphrase,
+    with_options,
+)
 from usb_bundler import (
     BundleKeys,
     WriteProgress,
@@ -90,29 +98,6 @@ def host_profiles(
     ]
 
 
-class SiteConfigError(WaptError):
-    """The site server's settings or stores cannot be read for a bundle or a sync."""
-
-
-def load_site(site_config: Path) -> Any:
-    """The `[site]` settings of a site server's portal settings file (`SiteSettings`).
-
-    Raises:
-        SiteConfigError: the file cannot be read, or has no `[site]` table.
-    """
-    from portal.settings import SettingsError, load_settings
-
-    try:
-        settings = load_settings(site_config, environ={})
-    except SettingsError as e:
-        raise SiteConfigError(f"--site-config: {e}") from e
-    if settings.site is None:
-        raise SiteConfigError(
-            f"--site-config {site_config}: no [site] table: not a site server's settings"
-        )
-    return settings.site
-
-
 def site_catalogs(site_config: Path, names: tuple[str, ...]) -> list[dict[str, Any]]:
     """The published catalogs `names` of the site: name, title, description, packages.
 
@@ -123,7 +108,7 @@ def site_catalogs(site_config: Path, names: tuple[str, ...]) -> list[dict[str, A
     from portal.site.model import ModelError
     from portal.site.storage import StorageError
 
-    store = CatalogStore(load_site(site_config).data_dir)
+    store = CatalogStore(load_site_settings(site_config, option="--site-config").data_dir)
     found = []
     for name in names:
         try:
@@ -145,7 +130,7 @@ def site_requests(site_config: Path) -> list[str]:
     from portal.site.catalogs import CatalogStore
     from portal.site.storage import StorageError
 
-    site = load_site(site_config)
+    site = load_site_settings(site_config, option="--site-config")
     try:
         assigned = [
             a.package
@@ -428,19 +413,11 @@ def collect_command(path: Path, site_config: Path | None, as_json: bool) -> None
     Every file is verified; bad ones are listed, never stop the others. Exit status 0 only if
     no file was refused.
     """
-    import os
-
-    from portal.settings import CONFIG_ENV, SettingsError, load_settings
     from portal.site.audit import AuditError, AuditLog
     from portal.site.hosts import HostStoreError, collect_reports, make_host_store
 
     try:
-        config = site_config or (Path(os.environ[CONFIG_ENV]) if CONFIG_ENV in os.environ else None)
-        if config is None:
-            raise SettingsError(f"give --site-config or set {CONFIG_ENV}: the site's settings")
-        site = load_settings(config).site
-        if site is None:
-            raise SettingsError(f"{config}: no [site] table: not a site server's settings")
+        site = load_site_settings(site_config, option="--site-config")
         with ProgressBar("Reports") as bar:
             result = collect_reports(
                 make_host_store(site),
@@ -449,7 +426,7 @@ def collect_command(path: Path, site_config: Path | None, as_json: bool) -> None
                 who=getpass.getuser(),
                 progress=bar.update,
             )
-    except (SettingsError, HostStoreError, AuditError) as e:
+    except (SiteConfigError, HostStoreError, AuditError) as e:
         click.echo(f"comptoir: {e}", err=True)
         sys.exit(1)
     if as_json:

@@ -35,6 +35,39 @@ def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+class SiteConfigError(WaptError):
+    """The site server's settings or stores cannot be read; the message says which and why."""
+
+
+SITE_CONFIG_ENV = "COMPTOIR_PORTAL_CONFIG"
+"""The site server's settings file when no option names one (`portal.settings.CONFIG_ENV`)."""
+
+
+def load_site_settings(config: Path | None, *, option: str = "--config") -> Any:
+    """The `[site]` settings (`portal.site.settings.SiteSettings`) of the site server's
+    settings file `config`, else of the file `COMPTOIR_PORTAL_CONFIG` names, read as the
+    server reads it (its `COMPTOIR_PORTAL_*` variables apply).
+
+    Portal modules are imported here, not at the top: `comptoir agent serve` must not hold them.
+
+    Raises:
+        SiteConfigError: no file given, or it cannot be read, or it has no `[site]` table.
+    """
+    from portal.settings import SettingsError, load_settings
+
+    if config is None and os.environ.get(SITE_CONFIG_ENV):
+        config = Path(os.environ[SITE_CONFIG_ENV])
+    if config is None:
+        raise SiteConfigError(f"give {option} (or set {SITE_CONFIG_ENV}): the site's settings")
+    try:
+        settings = load_settings(config)
+    except SettingsError as e:
+        raise SiteConfigError(f"{option}: {e}") from e
+    if settings.site is None:
+        raise SiteConfigError(f"{option} {config}: no [site] table: not a site server's settings")
+    return settings.site
+
+
 def read_passphrase(passphrase_file: Path | None, *, confirm: bool = False) -> bytes | None:
     """A key passphrase from a file, `COMPTOIR_KEY_PASSPHRASE`, or a prompt on a terminal."""
     if passphrase_file is not None:

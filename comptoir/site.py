@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import click
 
-from comptoir.common import ProgressBar
+from comptoir.common import ProgressBar, SiteConfigError, load_site_settings
 
 # portal.settings.CONFIG_ENV; spelled out so that `comptoir --help` does not import Flask
 CONFIG_ENV = "COMPTOIR_PORTAL_CONFIG"
@@ -32,9 +32,8 @@ _config_option = click.option(
 
 
 def _site_settings(config_path: Path | None, *, required: bool = True) -> Any:
-    """The `[site]` settings of the file (None when there is no file and none is required)."""
-    from portal.settings import SettingsError, load_settings
-
+    """The `[site]` settings of the file (None when there is no file and none is required;
+    click fills `--config` from the environment)."""
     if config_path is None:
         if required:
             raise click.UsageError(
@@ -42,12 +41,9 @@ def _site_settings(config_path: Path | None, *, required: bool = True) -> Any:
             )
         return None
     try:
-        settings = load_settings(config_path)
-    except SettingsError as e:
+        return load_site_settings(config_path)
+    except SiteConfigError as e:
         raise click.ClickException(str(e)) from e
-    if settings.site is None:
-        raise click.ClickException(f"{config_path}: no [site] table: not a site server")
-    return settings.site
 
 
 def _audit(
@@ -68,23 +64,19 @@ def _audit(
     import socket
     from datetime import UTC, datetime
 
-    from portal.site.audit import LIMITS, AuditError, AuditEvent, AuditLog
-
-    def clip(value: str, field: str) -> str:
-        limit = LIMITS[field]
-        return value if len(value) <= limit else value[: limit - 1] + "…"
+    from portal.site.audit import AuditError, AuditEvent, AuditLog
 
     try:
         AuditLog(data_dir / "audit").record(
-            AuditEvent(
+            AuditEvent.clipped(
                 when=datetime.now(UTC),
-                who=clip(getpass.getuser(), "who"),
+                who=getpass.getuser(),
                 role="admin",
                 action=action,
-                target=clip(target, "target"),
-                where=clip(f"cli@{socket.gethostname()}", "where"),
+                target=target,
+                where=f"cli@{socket.gethostname()}",
                 outcome=outcome,
-                details=clip(details, "details"),
+                details=details,
             )
         )
     except (AuditError, OSError) as e:

@@ -36,7 +36,7 @@ from agent_bridge.reports import (
 )
 from portal import security
 from portal.site.audit import AuditEvent, AuditLog, Outcome
-from portal.site.hosts import HostRefused, HostStore, clip, host_audit_events, make_host_store
+from portal.site.hosts import HostRefused, HostStore, host_audit_events, make_host_store
 from portal.site.settings import SiteSettings
 from wapt.fsutil import load_or_create_secret
 
@@ -56,15 +56,15 @@ def host_store() -> HostStore:
 def _audit(action: str, who: str, *, outcome: Outcome = "ok", details: str = "") -> None:
     audit_log: AuditLog = current_app.extensions["comptoir.audit"]
     audit_log.record(
-        AuditEvent(
+        AuditEvent.clipped(
             when=datetime.now(UTC),
-            who=clip(who or "?", "who"),
+            who=who or "?",
             role="host",
             action=action,
-            target=clip(who, "target"),
-            where=clip(request.remote_addr or "", "where"),
+            target=who,
+            where=request.remote_addr or "",
             outcome=outcome,
-            details=clip(details, "details"),
+            details=details,
         )
     )
 

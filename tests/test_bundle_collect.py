@@ -122,7 +122,7 @@ def test_collect_needs_a_site_and_a_stick_with_reports(tmp_path: Path) -> None:
     config, _ = site_config(tmp_path)
     runner = CliRunner()
     no_config = runner.invoke(main, ["bundle", "collect", str(tmp_path)], env={})
-    assert no_config.exit_code == 1 and "give --site-config or set" in no_config.stderr
+    assert no_config.exit_code == 1 and "give --site-config (or set" in no_config.stderr
     teacher_portal = tmp_path / "portal.toml"
     teacher_portal.write_text(f'data_dir = "{tmp_path / "p"}"\n', "utf-8")
     not_site = runner.invoke(

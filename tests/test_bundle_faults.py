@@ -106,18 +106,20 @@ def test_sigkill_at_random_moments_of_an_update(
     assert os.waitstatus_to_exitcode(status) == 0
     assert verify_bundle(stick, site_keys.root).targets_version == 2
 
+    # Kill moments are drawn over the update's measured duration. On a busy machine a child
+    # may run faster or slower than that measure, so draws go on until RANDOM_KILLS of them
+    # really killed a write (bounded), and every outcome, killed or not, is checked.
     rng = random.Random(6)
     outcomes = []
-    began = time.perf_counter()
-    for _ in range(RANDOM_KILLS):
+    for _ in range(RANDOM_KILLS * 4):
         restore(bundle_v1, stick)
         status = run_child(update, kill_after=rng.uniform(0, duration * 1.1))
         killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         outcomes.append((killed, check_previous_or_new(stick, site_keys, corpus)))
         finish_and_check(stick, site_keys, corpus)
-    elapsed = time.perf_counter() - began
-    assert sum(killed for killed, _ in outcomes) >= RANDOM_KILLS // 2, outcomes
-    assert elapsed < 15, f"{RANDOM_KILLS} kills took {elapsed:.1f} s"
+        if sum(k for k, _ in outcomes) >= RANDOM_KILLS:
+            break
+    assert sum(killed for killed, _ in outcomes) >= RANDOM_KILLS, outcomes
     print(f"update {duration * 1000:.0f} ms; outcomes (killed, version): {outcomes}")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -356,14 +355,14 @@ def test_records_refuse_hostile_characters(text: str) -> None:
         parse_records(text)
 
 
-def test_parse_records_is_fast(wapt_fixtures: Path) -> None:
-    # 5,004 records of about 50 lines, 11 MB: a real index of that size must load quickly.
-    text = "\n".join([packages_text(wapt_fixtures)] * 834)
-    started = time.perf_counter()
-    entries = parse_records(text)
-    elapsed = time.perf_counter() - started
-    assert len(entries) == 5004
-    assert elapsed < 1.0, f"parse_records took {elapsed:.3f} s"
+def test_parse_records_reads_a_full_size_index(wapt_fixtures: Path) -> None:
+    # 5,004 records of about 50 lines, 11 MB. How fast is measured by bench/index_http.py,
+    # not here (a timed test fails on a busy machine and proves nothing on a quiet one).
+    one = parse_records(packages_text(wapt_fixtures))
+    entries = parse_records("\n".join([packages_text(wapt_fixtures)] * 834))
+    assert len(entries) == 834 * len(one) == 5004
+    assert [e.package for e in entries[-len(one) :]] == [e.package for e in one]
+    assert format_control(entries[-1]) == format_control(one[-1])
 
 
 # --- writing -------------------------------------------------------------------------------

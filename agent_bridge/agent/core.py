@@ -731,16 +731,5 @@ class Agent:
 
 
 def _matches(entry: PackageEntry, words: list[str]) -> bool:
-    text = " ".join(
-        str(entry.get(k))
-        for k in (
-            "package",
-            "name",
-            "description",
-            "description_fr",
-            "keywords",
-            "categories",
-            "editor",
-        )
-    ).lower()
+    text = " ".join(str(entry.get(k)) for k in SEARCHED_FIELDS).lower()
     return all(w in text for w in words)

@@ -54,7 +54,7 @@ from portal.auth import (
 from portal.i18n import gettext as _
 from portal.render import render
 from portal.settings import SettingsError
-from portal.site.audit import LIMITS, AuditEvent, AuditLog, Outcome, Role
+from portal.site.audit import AuditEvent, AuditLog, Outcome, Role
 from portal.site.settings import SiteSettings
 
 __all__ = [
@@ -119,11 +119,6 @@ def current_admin() -> AdminUser:
     return user
 
 
-def _clip(value: str, field: str) -> str:
-    limit = LIMITS[field]
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
 def audit_request(
     who: str,
     role: Role,
@@ -135,15 +130,15 @@ def audit_request(
 ) -> None:
     """Record an event of this request (from its remote address); long text is shortened."""
     audit_log().record(
-        AuditEvent(
+        AuditEvent.clipped(
             when=datetime.now(UTC),
-            who=_clip(who, "who"),
+            who=who,
             role=role,
             action=action,
-            target=_clip(target, "target"),
-            where=_clip(request.remote_addr or "", "where"),
+            target=target,
+            where=request.remote_addr or "",
             outcome=outcome,
-            details=_clip(details, "details"),
+            details=details,
         )
     )
 

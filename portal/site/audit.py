@@ -47,6 +47,7 @@ __all__ = [
     "AuditLog",
     "Outcome",
     "Role",
+    "clip",
     "csv_cell",
 ]
 
@@ -62,6 +63,12 @@ ACTION_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 LIMITS: Final = {"who": 256, "target": 1024, "where": 256, "details": 4096}
 CSV_COLUMNS: Final = ("when", "who", "role", "action", "target", "where", "outcome", "details")
 _DAY_FILE: Final = re.compile(r"^(\d{4}-\d{2}-\d{2})\.jsonl$")
+
+
+def clip(value: str, field: str) -> str:
+    """`value` shortened to what the log keeps for `field` (`LIMITS`), marked with an ellipsis."""
+    limit = LIMITS[field]
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 class AuditError(ModelError):
@@ -102,6 +109,31 @@ class AuditEvent:
                 raise AuditError(
                     f"audit event {self.action}: {name} is {len(value)} characters, at most {limit}"
                 )
+
+    @classmethod
+    def clipped(
+        cls,
+        when: datetime,
+        who: str,
+        role: Role,
+        action: str,
+        target: str = "",
+        where: str = "",
+        outcome: Outcome = "ok",
+        details: str = "",
+    ) -> AuditEvent:
+        """An event of text that may be too long (untrusted, or a user's): each field is
+        shortened to its limit instead of refused."""
+        return cls(
+            when=when,
+            who=clip(who, "who"),
+            role=role,
+            action=action,
+            target=clip(target, "target"),
+            where=clip(where, "where"),
+            outcome=outcome,
+            details=clip(details, "details"),
+        )
 
     def to_json(self) -> dict[str, str]:
         return {

@@ -51,7 +51,7 @@ from agent_bridge.reports import (
     read_signed_report,
 )
 from portal.site.assignments import AssignmentStore, UnknownRecordError
-from portal.site.audit import LIMITS, AuditEvent, AuditLog, Outcome
+from portal.site.audit import AuditEvent, AuditLog, Outcome
 from portal.site.model import ModelError, parse_time, utc_text
 from portal.site.settings import SiteSettings
 from portal.site.storage import StorageError, open_db, transaction
@@ -74,7 +74,6 @@ __all__ = [
     "Rollout",
     "RolloutLine",
     "Targets",
-    "clip",
     "collect_reports",
     "host_audit_events",
     "make_host_store",
@@ -845,12 +844,6 @@ def make_host_store(site: SiteSettings) -> HostStore:
     return HostStore(site.data_dir, targets=targets, group_hosts=group_hosts)
 
 
-def clip(value: str, field: str) -> str:
-    """`value` shortened to what the audit log keeps for `field` (untrusted text stays small)."""
-    limit = LIMITS[field]
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
 def host_audit_events(
     host_uuid: str, events: Iterable[ReportEvent], *, source: str
 ) -> builtins.list[AuditEvent]:
@@ -862,15 +855,15 @@ def host_audit_events(
         except ModelError:
             when = datetime.now(UTC)
         records.append(
-            AuditEvent(
+            AuditEvent.clipped(
                 when=when,
-                who=clip(event.user or "?", "who"),
+                who=event.user or "?",
                 role="system" if event.action == "shutdown" else "teacher",
                 action=f"host.{event.action}",
-                target=clip(event.package, "target"),
+                target=event.package,
                 where=host_uuid,
                 outcome=_EVENT_OUTCOMES.get(event.outcome, "failed"),
-                details=clip(f"task {event.id}, {event.outcome}, reported by {source}", "details"),
+                details=f"task {event.id}, {event.outcome}, reported by {source}",
             )
         )
     return records
@@ -936,15 +929,15 @@ def collect_reports(
         results.append(result)
         audit_log.record_many(
             [
-                AuditEvent(
+                AuditEvent.clipped(
                     when=datetime.now(UTC),
-                    who=clip(who, "who"),
+                    who=who,
                     role="technician",
                     action="bundle.collect",
-                    target=clip(result.host_uuid or path.name, "target"),
-                    where=clip(str(path), "where"),
+                    target=result.host_uuid or path.name,
+                    where=str(path),
                     outcome="refused" if result.outcome == "refused" else "ok",
-                    details=clip(f"{result.outcome}: {result.message}", "details"),
+                    details=f"{result.outcome}: {result.message}",
                 ),
                 *host_audit_events(result.host_uuid, events, source="usb"),
             ]
